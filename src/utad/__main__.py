@@ -1,0 +1,3 @@
+from utad.cli import main
+
+raise SystemExit(main())

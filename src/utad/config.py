@@ -1,0 +1,240 @@
+"""Typed configuration: dataclasses with a comment on every field, YAML presets, dotted overrides.
+
+A preset under ``configs/`` maps one-to-one onto ``UtadConfig`` (unknown keys are errors). Overrides are
+``section.field=value`` strings with YAML-typed values, e.g. ``train.ie_epochs=5`` or ``pm.layers=[conv2_2]``.
+Choices the paper leaves open are fields here; their docstrings in the networks say why the default was taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from utad.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the package; ./configs links here
+
+
+@dataclass
+class DataConfig:
+    source: str = "demo"  # demo | mvtec | folder | mnist | fashion-mnist | cifar10
+    path: str | None = None  # data folder (MVTec category or root, folder of good images, IDX/CIFAR folder)
+    category: str | None = None  # MVTec category when ``path`` is the dataset root
+    normal_class: int = 0  # one-class benchmarks: the class treated as normal (0..9)
+    bad: list[str] = field(default_factory=list)  # folder source: folders of bad test images
+    test_good: str | None = None  # folder source: optional folder of good test images
+    mask_dir: str | None = None  # folder source: optional folder of masks (<stem>.png or <stem>_mask.png)
+    masks: bool = True  # False: the data has no masks, only image-level metrics are computed
+    image_size: int = 256  # images are resized to image_size x image_size (paper: 256 MVTec, 64 one-class)
+    channels: int = 3  # 3 = RGB, 1 = grey input to the networks (PM always sees 3 channels)
+    val_fraction: float = 0.1  # share of normal training images held out for normalisation and thresholds
+    limit_test: int | None = None  # one-class: keep a stratified subset of this many test images (None = all)
+    demo_seed: int = 0  # built-in demo: generator seed
+    demo_size: int = 128  # built-in demo: crop side in pixels
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class IENetConfig:
+    blocks: int = 4  # inception blocks in E_M and D_M (paper: 4 for MVTec, 3 one-class)
+    width: int = 32  # channels of each of the four inception branches in the first block (doubles per block)
+    max_width: int = 512  # cap on a block's output channels
+    z_dim: int = 128  # size of the global code z pooled from the encoder's last feature map
+    mlp_hidden: int = 512  # hidden width of the 3-layer MLP estimating mu and log sigma^2
+    t_hidden: int = 512  # hidden width of the 4-layer discriminator MLP T(x, z)
+    use_info: bool = True  # L_info (Eq. 4) on; False is the "without L_info" ablation
+    mi_estimator: str = (
+        "jsd"  # jsd (Deep InfoMax's JSD form of Eq. 4) | bce (Eq. 4 literally: -log T - log(1-T))
+    )
+    lambda_kl: float = 0.1  # lambda, weight of KL(p(z) || N(0, I)) (Eq. 3; not given in the paper)
+    lambda_rec: float = 10.0  # lambda1, weight of |D_M(E_M(x)) - x|_1 (Eq. 6; not given in the paper)
+    negative_slope: float = 0.2  # LeakyReLU slope in inception blocks
+
+
+@dataclass
+class ExpertNetConfig:
+    enabled: bool = True  # False is the "without Expert-Net" ablation: e = sum_l phi_l(x, m)
+    dim: int = 64  # channels after the first conv block (MUNIT default)
+    downsample: int = 3  # stride-2 conv blocks in E_X (the 4 conv blocks = 1 stem + this many)
+    res_blocks: int = 2  # residual blocks in encoders and decoders (paper: 2 MVTec, 1 one-class)
+    detail_dim: int = 8  # size of the detail vector s = E_S(x)
+    detail_layers: int = 3  # conv layers in E_S before adaptive average pooling
+    mlp_dim: int = 256  # hidden width of the MLP producing AdaIN's gamma and beta from s
+    use_detail: bool = True  # E_S on; False is "without E_S": AdaIN fed from s ~ N(0, 1)
+    use_naive: bool = True  # m^ branch on; False drops m^ and the phi(m, m^) term ("without m^ guidance")
+    lambda_x: float = 10.0  # weight of |x^ - x|_1
+    lambda_m: float = 10.0  # weight of |m^ - m|_1
+    lambda_s: float = 1.0  # weight of |E_S(x^) - s|_1
+
+
+@dataclass
+class PMConfig:
+    backbone: str = "auto"  # vgg19 | efficientnet-lite0 | auto (vgg19 when its weights exist, else effnet)
+    vgg_weights: str | None = None  # path to torchvision's vgg19-dcbb9e9d.pth (else torch hub cache)
+    allow_random: bool = False  # use random backbone weights when none are found (every output says so)
+    layers: list[str] = field(default_factory=lambda: ["conv1_2", "conv2_2", "conv3_4"])  # Sec. 4.1
+    layer_weights: list[float] | None = None  # lambda_l per layer (paper: all 1)
+    terms: list[str] = field(default_factory=lambda: ["x_xhat", "m_mhat", "x_m"])  # Eq. 8 terms
+    distance: str = "perceptual"  # perceptual (Eq. 8) | pixel (L1 in RGB, Table 3's |x - x^| rows)
+
+
+@dataclass
+class TrainConfig:
+    ie_epochs: int = 200  # IE-Net epochs (paper: 200)
+    expert_epochs: int = 100  # Expert-Net epochs (not given in the paper)
+    batch_size: int = 4  # paper: 4
+    ie_optimizer: str = "sgd"  # paper: SGD
+    ie_lr: float = 1e-3  # paper: 1e-3
+    ie_momentum: float = 0.9  # paper: 0.9
+    expert_lr: float = 1e-3  # paper: Adam 1e-3
+    expert_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # MUNIT's Adam betas
+    augment_flip: bool = False  # random horizontal flips of training images (off: parts have orientation)
+    accelerator: str = "auto"  # Lightning Fabric accelerator: cpu | cuda | auto
+    devices: int | str = 1  # devices for Fabric
+    precision: str = "32-true"  # Fabric precision, e.g. bf16-mixed on GPUs
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    channels_last: bool = False  # channels-last memory format (faster convolutions on some CPUs)
+    max_minutes: float | None = None  # stop a stage early after this many minutes (checkpoint kept)
+
+
+@dataclass
+class DetectConfig:
+    alpha: float = 0.5  # segmentation threshold on the normalised map (Eq. 9)
+    normalisation: str = "quantile"  # quantile: normal-pixel quantile -> norm_value | minmax over validation
+    quantile: float = 0.999  # quantile of held-out normal pixels mapped to norm_value
+    norm_value: float = 0.5  # the normalised value of that quantile (alpha = 0.5: segment above it)
+    smooth_sigma: float = 4.0  # Gaussian sigma (px) applied before taking the image score (max); 0 = off
+
+
+@dataclass
+class UtadConfig:
+    seed: int = 0  # seeds torch, numpy and data splits; CPU runs repeat exactly
+    data: DataConfig = field(default_factory=DataConfig)
+    ienet: IENetConfig = field(default_factory=IENetConfig)
+    expert: ExpertNetConfig = field(default_factory=ExpertNetConfig)
+    pm: PMConfig = field(default_factory=PMConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+
+
+def _build(cls: type, values: dict[str, Any], where: str, key: str = "") -> Any:
+    """Build dataclass ``cls`` from ``values``; errors read ``<where>: <key path>: <problem>``."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(key + u for u in unknown)}; valid: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for k, v in values.items():
+        hint = hints[k]
+        if dataclasses.is_dataclass(hint):
+            kwargs[k] = _build(hint, v, where, f"{key}{k}.")
+        else:
+            kwargs[k] = _coerce(v, hint, f"{where}: {key}{k}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a simple type hint (int, float, str, bool, list, Optional/Union)."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], where) for v in value] if args else value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (
+        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(cfg: UtadConfig) -> dict[str, Any]:
+    """The config as plain nested dicts (YAML/JSON-ready)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(values: dict[str, Any], where: str = "config") -> UtadConfig:
+    """Build a ``UtadConfig`` from nested dicts, filling unspecified fields with defaults."""
+    return _build(UtadConfig, values or {}, where)
+
+
+def preset_path(name_or_path: str | os.PathLike) -> Path:
+    """A preset name (``paper-mvtec``) or a YAML file path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        return p
+    cand = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not cand.is_file():
+        names = sorted(q.stem for q in PRESETS_DIR.glob("*.yaml")) if PRESETS_DIR.is_dir() else []
+        raise ConfigError(f"unknown preset {name_or_path!r}; presets: {', '.join(names) or 'none found'}")
+    return cand
+
+
+def load_config(preset: str | os.PathLike | None = None, overrides: list[str] | None = None) -> UtadConfig:
+    """Defaults, then the preset (name or YAML path), then ``section.field=value`` overrides."""
+    values: dict[str, Any] = {}
+    where = "config"
+    if preset is not None:
+        path = preset_path(preset)
+        where = str(path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides or []:
+        apply_override(values, item)
+    if overrides:
+        where = f"{where} with overrides"
+    return from_dict(values, where)
+
+
+def apply_override(values: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b=value`` override to nested dicts (value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected section.field=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node = values
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def dump_yaml(cfg: UtadConfig) -> str:
+    """The resolved config as YAML (written next to every run's outputs)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,76 @@
+"""``torch.utils.data.Dataset`` classes over listed samples or in-memory arrays.
+
+Every item is a dict: ``image`` float tensor (C, H, W) in [0, 1], ``mask`` bool tensor (1, H, W) (all False
+for normal images and when no mask is known), ``label`` int (1 = anomaly) and ``path`` (a file path or an
+``array:<index>`` name for in-memory data).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from utad.data.images import load_image, load_mask, open_image, resize, to_channels
+from utad.data.samples import Sample
+from utad.errors import DataError
+
+
+class SampleDataset(Dataset):
+    """Reads listed image files (and masks) at ``size`` x ``size`` with ``channels`` channels."""
+
+    def __init__(self, samples: list[Sample], size: int, channels: int = 3) -> None:
+        self.samples = samples
+        self.size = size
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        image = load_image(s.path, self.size, self.channels)
+        if s.mask is not None:
+            img_size = open_image(s.path).size
+            mask_size = open_image(s.mask).size
+            if img_size != mask_size:
+                raise DataError(
+                    f"{s.mask}: mask size {mask_size[0]}x{mask_size[1]} differs from its image "
+                    f"{s.path} ({img_size[0]}x{img_size[1]})"
+                )
+            mask = load_mask(s.mask, self.size)
+        else:
+            mask = np.zeros((self.size, self.size), dtype=bool)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "mask": torch.from_numpy(mask[None]),
+            "label": int(s.label),
+            "path": str(s.path),
+        }
+
+
+class ArrayDataset(Dataset):
+    """In-memory uint8 images ``(N, H, W)`` or ``(N, H, W, 3)`` (one-class benchmarks), resized to ``size``."""
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, size: int, channels: int = 3, name: str = "array"
+    ):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+        self.size = size
+        self.channels = channels
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        arr = resize(to_channels(self.images[i].astype(np.float32) / 255.0, self.channels), self.size)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))),
+            "mask": torch.zeros(1, self.size, self.size, dtype=torch.bool),
+            "label": int(self.labels[i]),
+            "path": f"{self.name}:{i}",
+        }

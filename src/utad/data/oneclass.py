@@ -1,0 +1,156 @@
+"""One-class benchmarks (paper Sec. 4.2): MNIST, Fashion-MNIST and CIFAR-10.
+
+One class is normal: train on that class's train-split images, test on the whole test split with label
+1 = anomaly (any other class). Readers return uint8 arrays ``(N, H, W)`` (grey) or ``(N, H, W, 3)`` (colour)
+and int64 class labels.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utad.data.images import IMAGE_SUFFIXES, open_image
+from utad.errors import DataError
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    ndim = data[3]
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    body = data[4 + 4 * ndim :]
+    if len(body) != expected:
+        raise DataError(f"{path}: truncated IDX file ({len(body)} bytes of data, expected {expected})")
+    return np.frombuffer(body, dtype=dtype).reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (root / name).is_file():
+            return root / name
+    raise DataError(f"{root}: missing {stem}[.gz]")
+
+
+def load_mnist_like(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST or Fashion-MNIST from the four official IDX files: ``split`` is ``train`` or ``test``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+    if len(images) != len(labels):
+        raise DataError(
+            f"{root}: {prefix} images ({len(images)}) and labels ({len(labels)}) differ in number"
+        )
+    return images, labels
+
+
+def load_cifar10(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 from the official python batches (``data_batch_1..5``, ``test_batch``) or class folders.
+
+    Class folders: ``<root>/<split>/<class>/*.jpg`` with the ten official class names.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    batch_dir = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    if all((batch_dir / n).is_file() for n in names):
+        xs, ys = [], []
+        for n in names:
+            try:
+                with open(batch_dir / n, "rb") as f:
+                    d = pickle.load(f, encoding="bytes")
+            except (OSError, pickle.UnpicklingError, EOFError) as exc:
+                raise DataError(f"{batch_dir / n}: cannot read CIFAR-10 batch ({exc})") from None
+            xs.append(np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            ys.append(np.asarray(d[b"labels"], np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise DataError(f"{root}: neither CIFAR-10 python batches nor a {split}/<class>/ folder layout")
+    xs, ys = [], []
+    for label, cls in enumerate(CIFAR10_CLASSES):
+        cdir = split_dir / cls
+        if not cdir.is_dir():
+            raise DataError(f"{cdir}: class folder not found")
+        for p in sorted(cdir.iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                xs.append(np.asarray(open_image(p).convert("RGB"), np.uint8))
+                ys.append(label)
+    return np.stack(xs), np.asarray(ys, np.int64)
+
+
+@dataclass
+class OneClassData:
+    """A one-class split: normal train images and the whole labelled test split (label 1 = anomaly)."""
+
+    name: str
+    normal_class: int
+    train: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
+    test_classes: np.ndarray
+
+
+def load_one_class(
+    dataset: str, root: str | os.PathLike | None, normal_class: int, limit_test: int | None = None
+) -> OneClassData:
+    """Load ``dataset`` (``mnist``, ``fashion-mnist`` or ``cifar10``) with ``normal_class`` as normal.
+
+    ``root=None`` uses Debian's ``dataset-fashion-mnist`` location for Fashion-MNIST. ``limit_test`` keeps a
+    stratified, deterministic subset of the test split (for quick runs; the paper uses all of it).
+    """
+    if not 0 <= normal_class <= 9:
+        raise DataError(f"normal class must be 0..9, got {normal_class}")
+    if dataset in ("mnist", "fashion-mnist"):
+        if root is None:
+            if dataset == "mnist":
+                raise DataError("mnist: give the folder holding the four IDX files (--data PATH)")
+            root = FASHION_MNIST_DIR
+        xtr, ytr = load_mnist_like(root, "train")
+        xte, yte = load_mnist_like(root, "test")
+    elif dataset == "cifar10":
+        if root is None:
+            raise DataError("cifar10: give the folder holding the batches or class folders (--data PATH)")
+        xtr, ytr = load_cifar10(root, "train")
+        xte, yte = load_cifar10(root, "test")
+    else:
+        raise DataError(f"unknown one-class dataset {dataset!r} (mnist, fashion-mnist, cifar10)")
+    if limit_test is not None and limit_test < len(yte):
+        rng = np.random.default_rng(0)
+        per_class = max(1, limit_test // 10)
+        keep = np.concatenate([rng.permutation(np.flatnonzero(yte == c))[:per_class] for c in range(10)])
+        keep.sort()
+        xte, yte = xte[keep], yte[keep]
+    return OneClassData(
+        name=dataset,
+        normal_class=normal_class,
+        train=xtr[ytr == normal_class],
+        test=xte,
+        test_labels=(yte != normal_class).astype(np.int64),
+        test_classes=yte,
+    )

@@ -1,0 +1,60 @@
+"""Atomic file writes and run folders: nothing the user made is half-written or silently overwritten."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from utad.errors import UtadError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Write ``path`` through ``write(file_object)`` into a temporary file beside it, then rename it into place.
+
+    A crash mid-write leaves the previous file intact (rename is atomic on POSIX file systems).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically write a text file."""
+    return atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented JSON (NaN is not valid JSON, so it is refused)."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create a run folder; refuse to reuse a non-empty one unless ``overwrite`` or ``resume`` is asked for.
+
+    ``overwrite`` keeps the folder and lets files in it be replaced one by one; nothing is deleted.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UtadError(f"{path}: exists and is not a folder")
+    if path.exists() and any(path.iterdir()) and not (overwrite or resume):
+        raise UtadError(
+            f"{path}: folder exists and is not empty; pass --resume to continue it, --overwrite to replace "
+            "its files, or choose another --out"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path

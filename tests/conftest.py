@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny MVTec-layout folders built from real demo crops, and paths to ../shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+BOTTLE = SHARED / "data" / "mvtec_ad" / "bottle"
+MNIST = SHARED / "data" / "mnist"
+CIFAR = SHARED / "data" / "cifar10_jpeg"
+
+
+def save(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.fixture
+def tiny_mvtec(tmp_path: Path) -> Path:
+    """A small valid MVTec-layout category: 4 train/good, 2 test/good, 2 test/crack with masks (32x32 RGB)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "widget"
+    for i in range(4):
+        save(root / "train" / "good" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    for i in range(2):
+        save(root / "test" / "good" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        save(root / "test" / "crack" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:16, 8:20] = 255
+        save(root / "ground_truth" / "crack" / f"{i:03d}_mask.png", mask)
+    return root

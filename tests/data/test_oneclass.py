@@ -1,0 +1,72 @@
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+
+from conftest import CIFAR, MNIST, save
+from utad.data import ArrayDataset
+from utad.data.oneclass import FASHION_MNIST_DIR, load_cifar10, load_mnist_like, load_one_class, read_idx
+from utad.errors import DataError
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+@pytest.mark.parametrize("name", ["x-idx3-ubyte", "x-idx3-ubyte.gz"])
+def test_read_idx_plain_and_gzip(tmp_path, name):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / name, arr)
+    assert np.array_equal(read_idx(tmp_path / name), arr)
+
+
+def test_read_idx_errors(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(DataError, match="bad magic"):
+        read_idx(tmp_path / "bad")
+    arr = np.zeros((2, 3, 3), np.uint8)
+    write_idx(tmp_path / "short", arr)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-2])
+    with pytest.raises(DataError, match="truncated IDX"):
+        read_idx(tmp_path / "short")
+
+
+def test_real_mnist_one_class_split():
+    data = load_one_class("mnist", MNIST, normal_class=3)
+    _xte, yte = load_mnist_like(MNIST, "test")
+    assert data.train.shape[1:] == (28, 28) and len(data.train) == 6131  # official count of 3s in train
+    assert len(data.test) == 10000 and data.test_labels.sum() == 10000 - (yte == 3).sum()
+    ds = ArrayDataset(data.test, data.test_labels, size=64)
+    item = ds[0]
+    assert item["image"].shape == (3, 64, 64) and item["label"] == int(yte[0] != 3)
+
+
+def test_real_cifar10_folders_limited():
+    data = load_one_class("cifar10", CIFAR, normal_class=0, limit_test=200)
+    assert data.train.shape == (1000, 32, 32, 3)
+    assert len(data.test) == 200 and data.test_labels.sum() == 180
+
+
+def test_cifar10_python_batches(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 255, (10, 3072), dtype=np.uint8), b"labels": list(range(10))}
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump(d, f)
+    x, y = load_cifar10(tmp_path, "train")
+    assert x.shape == (50, 32, 32, 3) and list(y[:10]) == list(range(10))
+
+
+def test_cifar10_missing_class_folder(tmp_path):
+    save(tmp_path / "test" / "airplane" / "0.jpg", np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(DataError, match="automobile: class folder not found"):
+        load_cifar10(tmp_path, "test")
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist (CI does)")
+def test_fashion_mnist_from_debian_package():
+    data = load_one_class("fashion-mnist", None, normal_class=0)
+    assert len(data.train) == 6000 and len(data.test) == 10000

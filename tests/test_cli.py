@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+
+from conftest import BOTTLE, save
+from utad.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help(capsys):
+    code, out, _ = run(capsys)
+    assert code == 0 and "data" in out
+
+
+def test_inspect_bottle(capsys):
+    code, out, _ = run(capsys, "data", "inspect", str(BOTTLE), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["problems"] == []
+    assert report["counts"]["train"] == {"good": 209}
+    assert report["counts"]["test"] == {
+        "broken_large": 20,
+        "broken_small": 22,
+        "contamination": 21,
+        "good": 20,
+    }
+    assert report["n_masks"] == 63 and report["sizes"] == {"256x256": 292} and report["modes"] == {"RGB": 292}
+    code, out, _ = run(capsys, "data", "inspect", str(BOTTLE))
+    assert "masks: 63" in out and "problems: none" in out
+
+
+def test_inspect_reports_every_problem(capsys, tiny_mvtec):
+    (tiny_mvtec / "test" / "crack" / "notes.txt").write_text("hi")
+    (tiny_mvtec / "train" / "good" / "002.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tiny_mvtec / "ground_truth" / "crack" / "001_mask.png").unlink()
+    save(tiny_mvtec / "ground_truth" / "crack" / "000_mask.png", np.zeros((10, 10), np.uint8))
+    save(tiny_mvtec / "ground_truth" / "crack" / "007_mask.png", np.zeros((32, 32), np.uint8))
+    code, out, _ = run(capsys, "data", "inspect", str(tiny_mvtec), "--json")
+    problems = "\n".join(json.loads(out)["problems"])
+    assert code == 1
+    assert "notes.txt: not an image file" in problems
+    assert "002.png: corrupt or truncated image" in problems or "002.png: not an image file" in problems
+    assert "test/crack/001.png: defect image has no mask" in problems
+    assert "000_mask.png: mask size 10x10 differs from its image (32x32)" in problems
+    assert "007_mask.png: mask has no matching test image" in problems
+
+
+def test_user_errors_are_one_line_without_traceback(capsys, tmp_path):
+    code, _out, err = run(capsys, "data", "inspect", str(tmp_path / "missing"))
+    assert code == 2 and err.strip() == f"utad: error: {tmp_path / 'missing'}: folder not found"
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "data", "inspect", str(tmp_path / "empty"))
+    assert code == 2 and "not an MVTec AD category folder" in err and "Traceback" not in err

@@ -1,0 +1,58 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from utad.config import PRESETS_DIR, UtadConfig, dump_yaml, from_dict, load_config
+from utad.errors import ConfigError
+
+
+def test_every_field_has_a_comment():
+    import inspect
+
+    import utad.config as c
+
+    src = inspect.getsource(c)
+    for cls in (c.DataConfig, c.IENetConfig, c.ExpertNetConfig, c.PMConfig, c.TrainConfig, c.DetectConfig):
+        for f in dataclasses.fields(cls):
+            line = next(ln for ln in src.splitlines() if ln.strip().startswith(f"{f.name}:"))
+            assert "#" in line, f"{cls.__name__}.{f.name} has no comment"
+
+
+@pytest.mark.parametrize("name", ["paper-mvtec", "paper-oneclass", "cpu-fast"])
+def test_presets_load_and_round_trip(name):
+    cfg = load_config(name)
+    assert isinstance(cfg, UtadConfig)
+    again = from_dict(yaml.safe_load(dump_yaml(cfg)))
+    assert again == cfg
+
+
+def test_paper_presets_match_the_paper():
+    mv = load_config("paper-mvtec")
+    assert (mv.data.image_size, mv.ienet.blocks, mv.expert.res_blocks) == (256, 4, 2)
+    assert (mv.train.batch_size, mv.train.ie_epochs, mv.train.ie_lr, mv.train.ie_momentum) == (
+        4,
+        200,
+        1e-3,
+        0.9,
+    )
+    oc = load_config("paper-oneclass")
+    assert (oc.data.image_size, oc.ienet.blocks, oc.expert.res_blocks) == (64, 3, 1)
+
+
+def test_overrides_and_errors(tmp_path):
+    cfg = load_config("cpu-fast", ["train.ie_epochs=3", "pm.layers=[conv2_2]", "data.path=/x", "seed=7"])
+    assert (
+        cfg.train.ie_epochs == 3 and cfg.pm.layers == ["conv2_2"] and cfg.data.path == "/x" and cfg.seed == 7
+    )
+    with pytest.raises(ConfigError, match="unknown key.*train.bogus"):
+        load_config("cpu-fast", ["train.bogus=1"])
+    with pytest.raises(ConfigError, match="train.ie_epochs: expected int"):
+        load_config("cpu-fast", ["train.ie_epochs=many"])
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        load_config("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+        load_config(bad)
+    assert sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")) == ["cpu-fast", "paper-mvtec", "paper-oneclass"]

@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+from sklearn.metrics import f1_score, roc_auc_score
+
+from utad.metrics import aupro, f1_max, image_auroc, iou, pixel_auroc, pro_curve
+
+
+def slow_aupro(maps, masks, limit=0.3):
+    """Independent reference: loop over every distinct threshold, count directly, integrate with np.interp."""
+    regions_by_img = []
+    for i, m in enumerate(masks):
+        lab, n = ndimage.label(m, structure=np.ones((3, 3)))
+        regions_by_img += [(i, lab == k) for k in range(1, n + 1)]
+    normal = ~masks
+    fprs, pros = [0.0], [0.0]
+    for t in np.sort(np.unique(maps))[::-1]:
+        pred = maps >= t
+        fprs.append((pred & normal).sum() / normal.sum())
+        pros.append(np.mean([(pred[i] & r).sum() / r.sum() for i, r in regions_by_img]))
+    area = 0.0
+    for (x0, y0), (x1, y1) in zip(zip(fprs, pros), zip(fprs[1:], pros[1:])):
+        if x0 >= limit:
+            break
+        if x1 > limit:  # clip the segment at the limit, interpolating linearly
+            y1 = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+            x1 = limit
+        area += (x1 - x0) * (y0 + y1) / 2
+    return area / limit
+
+
+def random_set(seed, n=4, size=24, quantise=None):
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), bool)
+    for i in range(n - 1):  # last image anomaly-free
+        for _ in range(rng.integers(1, 3)):
+            y, x = rng.integers(0, size - 6, 2)
+            masks[i, y : y + rng.integers(2, 6), x : x + rng.integers(2, 6)] = True
+    maps = rng.random((n, size, size)) + 0.6 * masks
+    if quantise:
+        maps = np.round(maps * quantise) / quantise  # many ties
+    return maps, masks
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_aurocs_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 50)
+    labels[:2] = [0, 1]
+    scores = rng.random(50) + 0.3 * labels
+    assert image_auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    maps, masks = random_set(seed)
+    assert pixel_auroc(maps, masks) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed,quantise", [(0, None), (1, None), (2, 10), (3, 4), (4, None)])
+@pytest.mark.parametrize("limit", [0.3, 0.05, 1.0])
+def test_aupro_matches_slow_reference(seed, quantise, limit):
+    maps, masks = random_set(seed, quantise=quantise)
+    assert aupro(maps, masks, limit) == pytest.approx(slow_aupro(maps, masks, limit), abs=1e-9)
+
+
+def test_aupro_divides_by_limit_not_reached_fpr():
+    # A detector that scores region pixels 1, normal pixels uniform in [0, 1): PRO jumps to 1 at FPR 0.
+    maps, masks = random_set(7)
+    perfect = np.where(masks, 2.0, maps * 0.5)
+    assert aupro(perfect, masks) == pytest.approx(1.0)
+    inverted = -perfect
+    assert aupro(inverted, masks) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_perfect_and_inverted_detectors():
+    _maps, masks = random_set(3)
+    perfect = masks.astype(float)
+    assert pixel_auroc(perfect, masks) == 1.0
+    assert pixel_auroc(-perfect, masks) == 0.0
+    labels = np.array([0, 0, 1, 1])
+    assert image_auroc([0.1, 0.2, 0.8, 0.9], labels) == 1.0
+    assert image_auroc([0.9, 0.8, 0.2, 0.1], labels) == 0.0
+    assert iou(perfect, masks, 0.5) == 1.0
+    assert iou(-perfect, masks, 0.5) == 0.0
+
+
+def test_edge_cases_raise_clear_errors():
+    maps = np.random.default_rng(0).random((2, 8, 8))
+    none = np.zeros((2, 8, 8), bool)
+    with pytest.raises(ValueError, match="no anomalous"):
+        pixel_auroc(maps, none)
+    with pytest.raises(ValueError, match="no anomalous"):
+        aupro(maps, none)
+    with pytest.raises(ValueError, match="no normal"):
+        pixel_auroc(maps, ~none)
+    with pytest.raises(ValueError, match="no normal"):
+        image_auroc([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="shape"):
+        pixel_auroc(maps, none[:1])
+    with pytest.raises(ValueError, match="binary"):
+        image_auroc([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match="IoU undefined"):
+        iou(np.zeros((2, 8, 8)), none, 0.5)
+
+
+def test_iou_pooling():
+    masks = np.zeros((2, 4, 4), bool)
+    masks[0, :2, :2] = True  # 4 gt pixels in image 0
+    maps = np.zeros((2, 4, 4))
+    maps[0, :2, :] = 1.0  # 8 predicted in image 0, 4 of them correct
+    maps[1, 0, 0] = 1.0  # 1 false positive in the normal image
+    assert iou(maps, masks, 0.5) == pytest.approx(4 / 9)  # pooled over the set: 4 / (8 + 1)
+    assert iou(maps, masks, 0.5, pooling="image") == pytest.approx((4 / 8 + 0 / 1) / 2)
+
+
+def test_f1_max_matches_brute_force():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 40)
+    scores = rng.random(40) + 0.4 * labels
+    f1, thr = f1_max(scores, labels)
+    brute = max(f1_score(labels, scores >= t) for t in np.unique(scores))
+    assert f1 == pytest.approx(brute)
+    assert f1_score(labels, scores >= thr) == pytest.approx(f1)
+
+
+def test_pro_curve_is_monotone_and_complete():
+    maps, masks = random_set(2, quantise=5)
+    fpr, pro = pro_curve(maps, masks)
+    assert fpr[0] == 0 and pro[0] == 0
+    assert fpr[-1] == pytest.approx(1) and pro[-1] == pytest.approx(1)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(pro) >= 0)
