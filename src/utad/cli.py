@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,78 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
     report = inspect_mvtec(args.path, args.category)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 1 if report["problems"] else 0
+
+
+def _config_from_args(args: argparse.Namespace):
+    from utad.config import load_config
+
+    overrides = list(args.set or [])
+    if getattr(args, "data", None):
+        overrides.append(f"data.path={args.data}")
+    for key in ("source", "category", "normal_class", "image_size"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides.append(f"data.{key}={value}")
+    if getattr(args, "no_masks", False):
+        overrides.append("data.masks=false")
+    if getattr(args, "seed", None) is not None:
+        overrides.append(f"seed={args.seed}")
+    if getattr(args, "backbone", None):
+        overrides.append(f"pm.backbone={args.backbone}")
+    if getattr(args, "vgg_weights", None):
+        overrides.append(f"pm.vgg_weights={args.vgg_weights}")
+    if getattr(args, "random_backbone", False):
+        overrides.append("pm.allow_random=true")
+    if getattr(args, "epochs", None) is not None:
+        overrides += [f"train.ie_epochs={args.epochs}", f"train.expert_epochs={args.epochs}"]
+    return load_config(args.preset, overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from utad.train import train
+
+    if args.resume:
+        path = train(None, args.out, resume=True, progress=not args.quiet)  # config comes from the checkpoint
+    else:
+        path = train(_config_from_args(args), args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"trained: {path}")
+    return 0
+
+
+def _print_metrics(metrics: dict) -> None:
+    keys = ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max")
+    print("  ".join(f"{k} {metrics[k]:.4f}" for k in keys if metrics.get(k) is not None))
+    b = metrics["backbone"]
+    print(f"backbone: {b['name']} ({b['weights']})")
+    if metrics.get("warning"):
+        print(f"WARNING: {metrics['warning']}")
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from utad.runs import test_run
+
+    metrics = test_run(args.run, args.out, progress=not args.quiet)
+    _print_metrics(metrics)
+    print(f"wrote {(args.out or args.run)}/metrics.json")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from utad.runs import predict_images
+
+    rows = predict_images(args.run, args.inputs, args.out, overwrite=args.overwrite)
+    n_bad = sum(r["anomalous"] for r in rows)
+    print(f"{len(rows)} images, {n_bad} anomalous; wrote {args.out}/scores.csv, maps/, masks/, overlays/")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from utad.runs import demo
+
+    metrics = demo(args.out, args.set, overwrite=args.overwrite, progress=not args.quiet)
+    _print_metrics(metrics)
+    print(f"wrote {args.out}/metrics.json, report.png, learning_curve.png in {metrics['wall_seconds']:.0f} s")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +112,58 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--category", help="category name when PATH is the dataset root")
     insp.add_argument("--json", action="store_true", help="print the report as JSON")
     insp.set_defaults(func=_cmd_data_inspect)
+
+    tr = sub.add_parser("train", help="train IE-Net then Expert-Net on normal images into a run folder")
+    tr.add_argument(
+        "--data", help="data folder (MVTec category or root, folder of good images, IDX/CIFAR folder)"
+    )
+    tr.add_argument(
+        "--source", help="demo | mvtec | folder | mnist | fashion-mnist | cifar10 (preset's default)"
+    )
+    tr.add_argument("--category", help="MVTec category when --data is the dataset root")
+    tr.add_argument("--normal-class", type=int, help="one-class benchmarks: the normal class (0..9)")
+    tr.add_argument("--image-size", type=int, help="resize images to this side")
+    tr.add_argument(
+        "--no-masks", action="store_true", help="the data has no masks (image-level metrics only)"
+    )
+    tr.add_argument(
+        "--preset", default="cpu-fast", help="paper-mvtec | paper-oneclass | cpu-fast | a YAML file"
+    )
+    tr.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train.ie_epochs=50"
+    )
+    tr.add_argument("--epochs", type=int, help="epochs of both stages (shortcut for two --set overrides)")
+    tr.add_argument("--seed", type=int, help="random seed (CPU runs repeat exactly)")
+    tr.add_argument("--backbone", help="PM backbone: vgg19 | efficientnet-lite0 | auto")
+    tr.add_argument("--vgg-weights", help="path to torchvision's vgg19-dcbb9e9d.pth")
+    tr.add_argument("--random-backbone", action="store_true", help="allow random PM weights (outputs say so)")
+    tr.add_argument(
+        "--out", required=True, help="run folder (must be new or empty, unless --resume/--overwrite)"
+    )
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    tr.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=_cmd_train)
+
+    te = sub.add_parser("test", help="evaluate a run on its test split: metrics.json, report.png")
+    te.add_argument("run", help="run folder written by utad train")
+    te.add_argument("--out", help="where to write metrics.json and pictures (default: the run folder)")
+    te.add_argument("--quiet", action="store_true", help="no progress bars")
+    te.set_defaults(func=_cmd_test)
+
+    pr = sub.add_parser("predict", help="anomaly maps, masks, overlays and scores for new images")
+    pr.add_argument("run", help="run folder written by utad train")
+    pr.add_argument("inputs", nargs="+", help="image files or folders")
+    pr.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    pr.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
+    pr.set_defaults(func=_cmd_predict)
+
+    de = sub.add_parser("demo", help="train and test on the built-in demo data (cpu-fast preset)")
+    de.add_argument("--out", default="runs/demo", help="run folder")
+    de.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
+    de.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
+    de.add_argument("--quiet", action="store_true", help="no progress bars")
+    de.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -48,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0 if args.command is None else 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except UtadError as exc:

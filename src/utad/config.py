@@ -49,8 +49,8 @@ class IENetConfig:
     mlp_hidden: int = 512  # hidden width of the 3-layer MLP estimating mu and log sigma^2
     t_hidden: int = 512  # hidden width of the 4-layer discriminator MLP T(x, z)
     use_info: bool = True  # L_info (Eq. 4) on; False is the "without L_info" ablation
-    mi_estimator: str = (
-        "jsd"  # jsd (Deep InfoMax's JSD form of Eq. 4) | bce (Eq. 4 literally: -log T - log(1-T))
+    fc_channels: int = (
+        64  # channels of the map D_M's linear layer lifts z to, before its first inception block
     )
     lambda_kl: float = 0.1  # lambda, weight of KL(p(z) || N(0, I)) (Eq. 3; not given in the paper)
     lambda_rec: float = 10.0  # lambda1, weight of |D_M(E_M(x)) - x|_1 (Eq. 6; not given in the paper)
@@ -60,7 +60,7 @@ class IENetConfig:
 @dataclass
 class ExpertNetConfig:
     enabled: bool = True  # False is the "without Expert-Net" ablation: e = sum_l phi_l(x, m)
-    dim: int = 64  # channels after the first conv block (MUNIT default)
+    dim: int = 32  # channels after the first conv block (MUNIT: 64; 32 keeps UTAD near Table 4's 16.77 M)
     downsample: int = 3  # stride-2 conv blocks in E_X (the 4 conv blocks = 1 stem + this many)
     res_blocks: int = 2  # residual blocks in encoders and decoders (paper: 2 MVTec, 1 one-class)
     detail_dim: int = 8  # size of the detail vector s = E_S(x)

@@ -1,0 +1,79 @@
+"""From a ``DataConfig`` to the three datasets a run needs: train (normal), validation (normal), test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from utad.config import DataConfig
+from utad.data.datasets import ArrayDataset, SampleDataset
+from utad.data.demo import write_demo
+from utad.data.oneclass import load_one_class
+from utad.data.samples import Sample, list_folder, list_mvtec, split_validation
+from utad.errors import DataError
+
+ONE_CLASS = ("mnist", "fashion-mnist", "cifar10")
+
+
+@dataclass
+class DataBundle:
+    name: str  # dataset / category name for reports
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    has_masks: bool  # pixel metrics possible
+    test_samples: list[Sample] | None  # file-backed test sets: the listed samples (native masks for metrics)
+
+
+def demo_root(cache: Path, cfg: DataConfig) -> Path:
+    """Where the built-in demo data is generated (reused when already complete)."""
+    return write_demo(
+        cache / f"demo-seed{cfg.demo_seed}-{cfg.demo_size}", seed=cfg.demo_seed, size=cfg.demo_size
+    )
+
+
+def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
+    """Datasets for ``cfg.source``; the validation split holds out ``val_fraction`` of normal train images."""
+    size, ch = cfg.image_size, cfg.channels
+    if cfg.source in ONE_CLASS:
+        data = load_one_class(cfg.source, cfg.path, cfg.normal_class, cfg.limit_test)
+        order = np.random.default_rng(seed).permutation(len(data.train))
+        k = max(1, round(len(order) * cfg.val_fraction))
+        val_idx, tr_idx = np.sort(order[:k]), np.sort(order[k:])
+        zeros = np.zeros(len(data.train), np.int64)
+        return DataBundle(
+            name=f"{cfg.source}-class{cfg.normal_class}",
+            train=ArrayDataset(data.train[tr_idx], zeros[tr_idx], size, ch, f"{cfg.source}-train"),
+            val=ArrayDataset(data.train[val_idx], zeros[val_idx], size, ch, f"{cfg.source}-val"),
+            test=ArrayDataset(data.test, data.test_labels, size, ch, f"{cfg.source}-test"),
+            has_masks=False,
+            test_samples=None,
+        )
+    if cfg.source == "demo":
+        listing = list_mvtec(demo_root(cache, cfg))
+    elif cfg.source == "mvtec":
+        if cfg.path is None:
+            raise DataError("data.path is required for source mvtec (utad train --data PATH)")
+        listing = list_mvtec(cfg.path, cfg.category, masks=cfg.masks)
+    elif cfg.source == "folder":
+        if cfg.path is None or not cfg.bad:
+            raise DataError(
+                "source folder needs data.path (good images) and data.bad (folders of bad images)"
+            )
+        listing = list_folder(cfg.path, cfg.bad, cfg.mask_dir if cfg.masks else None, cfg.test_good)
+    else:
+        raise DataError(f"unknown data source {cfg.source!r} (demo, mvtec, folder, {', '.join(ONE_CLASS)})")
+    train, val = split_validation(listing.train, cfg.val_fraction, seed)
+    if not val:
+        raise DataError("no validation images: set data.val_fraction > 0 (needed to normalise anomaly maps)")
+    return DataBundle(
+        name=listing.name,
+        train=SampleDataset(train, size, ch),
+        val=SampleDataset(val, size, ch),
+        test=SampleDataset(listing.test, size, ch),
+        has_masks=listing.has_masks,
+        test_samples=listing.test,
+    )

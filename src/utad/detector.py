@@ -1,0 +1,197 @@
+"""The composed detector: IE-Net -> Expert-Net -> Perceptual Measurement -> normalised map, mask and score.
+
+One inference contract (``Prediction``) serves the CLI, the report, the benchmark and export. The anomaly map
+is normalised with statistics of held-out normal images stored in the checkpoint (never per-image min-max),
+so that alpha = 0.5 (Eq. 9) means the same on every image:
+
+* ``quantile``: ``e_n = norm_value * e / q``, ``q`` the ``quantile`` of validation normal pixels' ``e``: with
+  the defaults, alpha = 0.5 segments what is above the 99.9th percentile of normal pixels.
+* ``minmax``: ``e_n = (e - min) / (max - min)`` over validation normal pixels.
+
+The image score is the maximum of the normalised map after Gaussian smoothing (``smooth_sigma`` px).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utad.config import DetectConfig, UtadConfig, from_dict
+from utad.errors import UtadError
+from utad.nets.expert_net import ExpertNet
+from utad.nets.ie_net import IENet
+from utad.nets.perceptual import BackboneInfo, PerceptualMeasurement
+
+
+@dataclass
+class Prediction:
+    """What the detector says about one image (arrays at the model's resolution, images (H, W, C) in [0, 1])."""
+
+    path: str
+    score: float  # image-level anomaly score (max of the smoothed normalised map)
+    is_anomaly: bool  # score > alpha
+    anomaly_map: np.ndarray  # (H, W) float, normalised e
+    mask: np.ndarray  # (H, W) bool, anomaly_map > alpha (Eq. 9)
+    image: np.ndarray  # x
+    impression: np.ndarray  # m
+    reconstruction: np.ndarray | None  # x^ (None without Expert-Net)
+    naive_impression: np.ndarray | None  # m^ (None without the m^ branch)
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """A normalised 1-D Gaussian kernel of radius 4 sigma."""
+    radius = max(1, int(math.ceil(4 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+class Detector(nn.Module):
+    """``forward(x)`` (B, C, S, S) in [0, 1] -> (score (B,), map (B, 1, S, S), m, x^, m^)."""
+
+    def __init__(
+        self,
+        ienet: IENet,
+        expert: ExpertNet | None,
+        pm: PerceptualMeasurement,
+        detect: DetectConfig,
+        norm: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.ienet, self.expert, self.pm, self.detect = ienet, expert, pm, detect
+        self.norm = dict(norm or {})
+        k = gaussian_kernel(detect.smooth_sigma) if detect.smooth_sigma > 0 else torch.ones(1)
+        self.register_buffer("kernel", k, persistent=False)
+        self.config: UtadConfig | None = None
+        self.backbone: BackboneInfo | None = None
+
+    def intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(m, x^, m^) for x; x^ and m^ are None when the model has no Expert-Net / no m^ branch."""
+        m = self.ienet.impression(x)
+        if self.expert is None:
+            return m, None, None
+        out = self.expert(x, m)
+        return m, out.x_hat, out.m_hat
+
+    def raw_map(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Un-normalised e (B, 1, S, S) and the intermediates (m, x^, m^)."""
+        m, x_hat, m_hat = self.intermediates(x)
+        return self.pm(x, m, x_hat, m_hat), m, x_hat, m_hat
+
+    def normalise(self, e: torch.Tensor) -> torch.Tensor:
+        if not self.norm:
+            raise UtadError(
+                "detector has no normalisation statistics (calibrate it on validation images first)"
+            )
+        if self.detect.normalisation == "quantile":
+            return e * (self.detect.norm_value / max(self.norm["quantile"], 1e-12))
+        if self.detect.normalisation == "minmax":
+            return (e - self.norm["min"]) / max(self.norm["max"] - self.norm["min"], 1e-12)
+        raise UtadError(f"unknown normalisation {self.detect.normalisation!r} (quantile, minmax)")
+
+    def smooth(self, e: torch.Tensor) -> torch.Tensor:
+        """Separable Gaussian smoothing of (B, 1, H, W) maps with reflect padding."""
+        k = self.kernel
+        if k.numel() == 1:
+            return e
+        r = k.numel() // 2
+        e = F.conv2d(F.pad(e, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(e, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+
+    def forward(self, x: torch.Tensor):
+        e, m, x_hat, m_hat = self.raw_map(x)
+        e = self.normalise(e)
+        score = self.smooth(e).amax(dim=(1, 2, 3))
+        return score, e, m, x_hat, m_hat
+
+    @torch.no_grad()
+    def calibrate(self, loader) -> dict[str, float]:
+        """Set the normalisation statistics from the raw maps of held-out normal images."""
+        maps = []
+        for batch in loader:
+            e, *_ = self.raw_map(batch["image"].to(self.kernel.device))
+            maps.append(e.flatten().cpu())
+        values = torch.cat(maps).numpy().astype(np.float64)
+        self.norm = {
+            "quantile": float(np.quantile(values, self.detect.quantile)),
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "n_pixels": int(values.size),
+        }
+        return self.norm
+
+    @torch.no_grad()
+    def predict_tensor(self, x: torch.Tensor, paths: list[str] | None = None) -> list[Prediction]:
+        """Predictions for a batch x (B, C, S, S) in [0, 1] (already at the model's size)."""
+        self.eval()
+        score, e, m, x_hat, m_hat = self(x.to(self.kernel.device))
+        alpha = self.detect.alpha
+
+        def img(t: torch.Tensor | None, i: int) -> np.ndarray | None:
+            return None if t is None else t[i].permute(1, 2, 0).cpu().numpy()
+
+        out = []
+        for i in range(x.shape[0]):
+            amap = e[i, 0].cpu().numpy()
+            out.append(
+                Prediction(
+                    path=paths[i] if paths else f"image:{i}",
+                    score=float(score[i]),
+                    is_anomaly=bool(score[i] > alpha),
+                    anomaly_map=amap,
+                    mask=amap > alpha,
+                    image=img(x, i),
+                    impression=img(m, i),
+                    reconstruction=img(x_hat, i),
+                    naive_impression=img(m_hat, i),
+                )
+            )
+        return out
+
+    def predict(self, images: list[str | os.PathLike], batch_size: int = 8) -> list[Prediction]:
+        """Predictions for image files (any size and mode; resized to the model's size)."""
+        from utad.data.images import load_image
+
+        cfg = self.config
+        if cfg is None:
+            raise UtadError("detector has no config: load it with Detector.load(run)")
+        preds: list[Prediction] = []
+        for i in range(0, len(images), batch_size):
+            chunk = [str(p) for p in images[i : i + batch_size]]
+            arrays = [load_image(p, cfg.data.image_size, cfg.data.channels) for p in chunk]
+            x = torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy())
+            preds += self.predict_tensor(x, chunk)
+        return preds
+
+    @classmethod
+    def load(cls, run: str | os.PathLike, device: str = "cpu") -> Detector:
+        """Load a trained detector from a run folder (its ``checkpoint.pt``) or a checkpoint file."""
+        from utad.checkpoint import load_checkpoint
+        from utad.model import build_expert, build_ienet, build_pm
+
+        ckpt = load_checkpoint(run)
+        if ckpt.get("stage") != "done" or not ckpt.get("norm"):
+            raise UtadError(f"{run}: training has not finished (stage {ckpt.get('stage')}); resume it first")
+        cfg = from_dict(ckpt["config"])
+        ienet = build_ienet(cfg)
+        ienet.load_state_dict(ckpt["ienet"])
+        expert = build_expert(cfg)
+        if expert is not None:
+            expert.load_state_dict(ckpt["expert"])
+        pm, info = build_pm(cfg)
+        if info.to_dict()["name"] != ckpt["backbone"]["name"]:
+            raise UtadError(
+                f"{run}: trained with backbone {ckpt['backbone']['name']} but {info.name} is what loads here; "
+                "pass the same weights (--vgg-weights) or set pm.backbone"
+            )
+        det = cls(ienet, expert, pm, cfg.detect, ckpt["norm"]).to(device).eval()
+        det.config, det.backbone = cfg, info
+        return det

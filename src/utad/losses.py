@@ -1,0 +1,77 @@
+"""Training objectives of IE-Net (Eq. 3-6) and Expert-Net (Sec. 3.2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from utad.nets.expert_net import ExpertNet, ExpertOutput
+from utad.nets.ie_net import IENet, IEOutput
+
+
+def mi_loss(t_pos: torch.Tensor, t_neg: torch.Tensor) -> torch.Tensor:
+    """Eq. 4, ``L_tM = -log T(x, E_M(x)) - log(1 - T(x~, z~))``, from T's logits (T = sigmoid(logit)).
+
+    ``-log sigmoid(t) = softplus(-t)`` and ``-log(1 - sigmoid(t)) = softplus(t)``. This equals Deep InfoMax's
+    Jensen-Shannon estimator (``E_pos = log 2 - softplus(-T)``, ``E_neg = softplus(-T) + T - log 2``,
+    loss ``E_neg - E_pos``) plus the constant ``2 log 2``, so both readings of Eq. 4 give the same gradients.
+    """
+    return F.softplus(-t_pos).mean() + F.softplus(t_neg).mean()
+
+
+def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) summed over z's dimensions, averaged over the batch (Eq. 2-3)."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=1).mean()
+
+
+def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A batch shuffle with no fixed point (x~ in D \\ {x}): a random cyclic shift by 1..n-1."""
+    shift = int(torch.randint(1, n, (1,), generator=generator)) if n > 1 else 0
+    return torch.roll(torch.arange(n), shift)
+
+
+def ie_loss(
+    net: IENet, x: torch.Tensor, lambda_kl: float, lambda_rec: float, use_info: bool = True
+) -> tuple[torch.Tensor, dict[str, float], IEOutput]:
+    """Eq. 6, ``L_IE = L_tM + lambda * KL + lambda1 * |D_M(E_M(x)) - x|_1``; returns (loss, parts, output).
+
+    Negatives for T: ``x~`` is ``x`` shuffled within the batch (no image paired with itself), ``z~`` a fresh
+    draw from N(mu, sigma^2). With ``use_info=False`` (ablation) ``L_tM`` is dropped; so is it for a batch of 1.
+    """
+    out = net(x)
+    rec = (out.m - x).abs().mean()
+    kl = kl_loss(out.mu, out.logvar)
+    total = lambda_kl * kl + lambda_rec * rec
+    parts = {"rec": float(rec.detach()), "kl": float(kl.detach())}
+    if use_info and x.shape[0] > 1:
+        perm = derangement(x.shape[0]).to(x.device)
+        z_tilde = out.mu + torch.randn_like(out.mu) * (0.5 * out.logvar).exp()
+        info = mi_loss(net.critic(out.g, out.z), net.critic(out.g[perm], z_tilde))
+        total = total + info
+        parts["info"] = float(info.detach())
+    parts["total"] = float(total.detach())
+    return total, parts, out
+
+
+def expert_loss(
+    net: ExpertNet, x: torch.Tensor, m: torch.Tensor, lambda_x: float, lambda_m: float, lambda_s: float
+) -> tuple[torch.Tensor, dict[str, float], ExpertOutput]:
+    """``lambda_x |x^ - x| + lambda_m |m^ - m| + lambda_s |E_S(x^) - s|`` (L1 means; Sec. 3.2).
+
+    ``s`` is the target of the detail loss and is detached, so E_S cannot satisfy it by collapsing to a
+    constant; the detail term is dropped without E_S, the m^ term without the m^ branch.
+    """
+    out = net(x, m)
+    rec_x = (out.x_hat - x).abs().mean()
+    total = lambda_x * rec_x
+    parts = {"x": float(rec_x.detach())}
+    if out.m_hat is not None:
+        rec_m = (out.m_hat - m).abs().mean()
+        total = total + lambda_m * rec_m
+        parts["m"] = float(rec_m.detach())
+    if net.detail is not None:
+        rec_s = (net.detail_vector(out.x_hat) - out.s.detach()).abs().mean()
+        total = total + lambda_s * rec_s
+        parts["s"] = float(rec_s.detach())
+    parts["total"] = float(total.detach())
+    return total, parts, out

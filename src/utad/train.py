@@ -1,0 +1,245 @@
+"""Two-stage training (Sec. 3, 4.2): stage 1 IE-Net, stage 2 Expert-Net on (x, m) from the frozen IE-Net.
+
+Lightning Fabric runs the same loop on CPU, one GPU or several devices. After every epoch the run's
+``checkpoint.pt`` is rewritten atomically (weights, optimiser states, config, history); ``resume=True``
+continues from the saved stage and epoch. After stage 2 the detector is calibrated on the held-out normal
+images and the normalisation statistics go into the checkpoint. ``seed`` makes CPU runs repeatable.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from utad.checkpoint import load_checkpoint, save_checkpoint
+from utad.config import UtadConfig, dump_yaml, from_dict, to_dict
+from utad.data.bundle import DataBundle, build_data
+from utad.detector import Detector
+from utad.errors import UtadError
+from utad.io import prepare_run_dir, write_json, write_text
+from utad.losses import expert_loss, ie_loss
+from utad.model import build_expert, build_ienet, build_pm
+
+log = logging.getLogger("utad")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _fabric(cfg: UtadConfig):
+    from lightning.fabric import Fabric
+
+    fabric = Fabric(
+        accelerator=cfg.train.accelerator, devices=cfg.train.devices, precision=cfg.train.precision
+    )
+    fabric.launch()
+    return fabric
+
+
+def _loader(
+    ds, batch_size: int, shuffle: bool, seed: int, workers: int, drop_last: bool = False
+) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        ds, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=workers, drop_last=drop_last
+    )
+
+
+def _ie_optimizer(cfg: UtadConfig, params) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.ie_optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.ie_lr, momentum=t.ie_momentum)
+    if t.ie_optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.ie_lr)
+    raise UtadError(f"train.ie_optimizer must be sgd or adam, got {t.ie_optimizer!r}")
+
+
+def _epoch_bar(total: int, done: int, desc: str, enabled: bool):
+    return tqdm(total=total, initial=done, desc=desc, unit="epoch", disable=not enabled, dynamic_ncols=True)
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in rows[0]} if rows else {}
+
+
+def train(
+    cfg: UtadConfig | None,
+    run_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    data: DataBundle | None = None,
+) -> Path:
+    """Train both stages into ``run_dir``; returns the checkpoint path. Refuses to clobber an existing run.
+
+    With ``resume=True`` the config comes from the run's checkpoint (``cfg`` may be None).
+    """
+    run_dir = Path(run_dir)
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_checkpoint(run_dir)
+        cfg = from_dict(state["config"])
+        if state["stage"] == "done":
+            log.info("%s: training already finished", run_dir)
+            return run_dir / "checkpoint.pt"
+    if cfg is None:
+        raise UtadError("train() needs a config unless resume=True")
+    prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    seed_everything(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    fabric = _fabric(cfg)
+    data = data or build_data(cfg.data, cfg.seed, run_dir.parent / ".utad-cache")
+    pm, backbone = build_pm(cfg)
+    if not backbone.pretrained and backbone.name != "none":
+        log.warning(
+            "PM backbone %s has RANDOM weights: results are not the paper's measurement", backbone.name
+        )
+
+    ienet, expert = build_ienet(cfg), build_expert(cfg)
+    ie_opt = _ie_optimizer(cfg, ienet.parameters())
+    ex_opt = (
+        torch.optim.Adam(expert.parameters(), lr=cfg.train.expert_lr, betas=tuple(cfg.train.expert_betas))
+        if expert is not None
+        else None
+    )
+    history: dict[str, list] = {"ienet": [], "expert": []}
+    stage, epoch = "ienet", 0
+    if state is not None:
+        ienet.load_state_dict(state["ienet"])
+        ie_opt.load_state_dict(state["ienet_opt"])
+        if expert is not None and state.get("expert") is not None:
+            expert.load_state_dict(state["expert"])
+            ex_opt.load_state_dict(state["expert_opt"])
+        history, stage, epoch = state["history"], state["stage"], state["epoch"]
+        torch.set_rng_state(state["rng"])
+
+    def snapshot(stage_: str, epoch_: int, norm: dict | None = None) -> None:
+        if not fabric.is_global_zero:
+            return
+        save_checkpoint(
+            run_dir,
+            {
+                "stage": stage_,
+                "epoch": epoch_,
+                "ienet": ienet.state_dict(),
+                "ienet_opt": ie_opt.state_dict(),
+                "expert": expert.state_dict() if expert is not None else None,
+                "expert_opt": ex_opt.state_dict() if ex_opt is not None else None,
+                "config": to_dict(cfg),
+                "backbone": backbone.to_dict(),
+                "norm": norm,
+                "history": history,
+                "rng": torch.get_rng_state(),
+                "dataset": data.name,
+            },
+        )
+        write_json(run_dir / "history.json", history)
+
+    t = cfg.train
+    bs = min(t.batch_size, len(data.train))
+    # ---- stage 1: IE-Net --------------------------------------------------------------------------------
+    if stage == "ienet":
+        model, opt = fabric.setup(ienet, ie_opt)
+        loader = fabric.setup_dataloaders(
+            _loader(
+                data.train, bs, True, cfg.seed + epoch, cfg.data.num_workers, drop_last=len(data.train) > bs
+            )
+        )
+        start = time.perf_counter()
+        bar = _epoch_bar(t.ie_epochs, epoch, "stage 1 IE-Net", progress and fabric.is_global_zero)
+        while epoch < t.ie_epochs:
+            model.train()
+            rows = []
+            for batch in loader:
+                x = _prep(batch["image"], t)
+                loss, parts, _ = ie_loss(
+                    model, x, cfg.ienet.lambda_kl, cfg.ienet.lambda_rec, cfg.ienet.use_info
+                )
+                opt.zero_grad(set_to_none=True)
+                fabric.backward(loss)
+                opt.step()
+                rows.append(parts)
+            epoch += 1
+            history["ienet"].append({"epoch": epoch, **_mean(rows), "seconds": time.perf_counter() - start})
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in _mean(rows).items()})
+            snapshot("ienet", epoch)
+            if t.max_minutes and time.perf_counter() - start > 60 * t.max_minutes:
+                log.warning("stage 1 stopped after %d epochs (train.max_minutes=%s)", epoch, t.max_minutes)
+                break
+        bar.close()
+        stage, epoch = ("expert" if expert is not None else "calibrate"), 0
+        snapshot(stage, 0)
+
+    # ---- stage 2: Expert-Net on (x, m) from the frozen IE-Net -------------------------------------------
+    ienet.eval()
+    device = fabric.device
+    ienet.to(device)
+    if stage == "expert":
+        xs, ms = _impressions(ienet, data.train, bs, device)  # m computed once, not every epoch
+        model, opt = fabric.setup(expert, ex_opt)
+        loader = fabric.setup_dataloaders(
+            _loader(TensorDataset(xs, ms), bs, True, cfg.seed + 1000 + epoch, 0, drop_last=len(xs) > bs)
+        )
+        start = time.perf_counter()
+        bar = _epoch_bar(t.expert_epochs, epoch, "stage 2 Expert-Net", progress and fabric.is_global_zero)
+        e = cfg.expert
+        while epoch < t.expert_epochs:
+            model.train()
+            rows = []
+            for x, m in loader:
+                if t.augment_flip and torch.rand(()) < 0.5:
+                    x, m = x.flip(-1), m.flip(-1)
+                loss, parts, _ = expert_loss(model, x, m, e.lambda_x, e.lambda_m, e.lambda_s)
+                opt.zero_grad(set_to_none=True)
+                fabric.backward(loss)
+                opt.step()
+                rows.append(parts)
+            epoch += 1
+            history["expert"].append({"epoch": epoch, **_mean(rows), "seconds": time.perf_counter() - start})
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in _mean(rows).items()})
+            snapshot("expert", epoch)
+            if t.max_minutes and time.perf_counter() - start > 60 * t.max_minutes:
+                log.warning("stage 2 stopped after %d epochs (train.max_minutes=%s)", epoch, t.max_minutes)
+                break
+        bar.close()
+        stage = "calibrate"
+
+    # ---- calibration on held-out normal images ----------------------------------------------------------
+    if expert is not None:
+        expert.to(device).eval()
+    det = Detector(ienet, expert, pm, cfg.detect).to(device).eval()
+    norm = det.calibrate(_loader(data.val, bs, False, cfg.seed, cfg.data.num_workers))
+    snapshot("done", epoch, norm)
+    return run_dir / "checkpoint.pt"
+
+
+def _prep(x: torch.Tensor, t) -> torch.Tensor:
+    if t.augment_flip and torch.rand(()) < 0.5:
+        x = x.flip(-1)
+    return x.contiguous(memory_format=torch.channels_last) if t.channels_last else x
+
+
+@torch.no_grad()
+def _impressions(ienet, dataset, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """All training images and their impressions m = D_M(E_M(x)) (IE-Net frozen, eval mode), on the CPU."""
+    xs, ms = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        x = batch["image"]
+        xs.append(x)
+        ms.append(ienet.impression(x.to(device)).cpu())
+    return torch.cat(xs), torch.cat(ms)
