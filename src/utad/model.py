@@ -21,6 +21,7 @@ def build_ienet(cfg: UtadConfig) -> IENet:
         t_hidden=c.t_hidden,
         fc_channels=c.fc_channels,
         negative_slope=c.negative_slope,
+        decoder_input=c.decoder_input,
     )
 
 

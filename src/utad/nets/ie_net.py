@@ -9,8 +9,12 @@ Choices the paper leaves open (all config fields, ``IENetConfig``):
 * The code ``z`` is global: the 3-layer MLP maps the globally pooled encoder features to ``mu`` and
   ``log sigma^2`` (``z_dim`` each); ``z = mu + sigma * eps`` while training (reparameterisation, as in the VAE
   the paper follows), ``z = mu`` at inference. A global code is the bottleneck that keeps ``m`` anomaly-free.
-* ``D_M(z)``: a linear layer lifts ``z`` to a ``fc_channels`` x (S / 2**blocks)^2 map, then ``blocks`` inception
-  blocks each preceded by 2x nearest upsampling, then a 1x1 convolution and a sigmoid (Sec. 4.1).
+* ``D_M``'s input (``decoder_input``): ``spatial`` (default) decodes the encoder's last feature map, squeezed by
+  a 1x1 convolution to ``fc_channels`` — the spatial code of Fig. 3 and of the authors' public release, whose
+  global code (pooled latent -> mu, sigma) feeds only the MI and KL terms; ``global`` decodes ``z`` itself
+  (a linear layer lifts it to ``fc_channels`` x (S / 2**blocks)^2), the strictest bottleneck, which keeps ``m``
+  anomaly-free but cannot place the structure of unaligned textures. Then ``blocks`` inception blocks each
+  preceded by 2x nearest upsampling, a 1x1 convolution and a sigmoid (Sec. 4.1).
 * ``T(x, z)``: a 4-layer MLP with a sigmoid at the end over ``[g(x), z]``, where ``g(x)`` is the globally
   pooled encoder feature of ``x`` (an MLP cannot take the image itself; Deep InfoMax pairs codes with encoder
   features the same way).
@@ -60,7 +64,8 @@ class IEEncoder(nn.Module):
 
 
 class IEDecoder(nn.Module):
-    """D_M: z -> linear -> inception blocks with 2x nearest upsampling -> 1x1 conv -> sigmoid."""
+    """D_M: code -> squeeze (1x1 conv, spatial) or lift (linear, global) -> inception blocks with 2x nearest
+    upsampling -> 1x1 conv -> sigmoid."""
 
     def __init__(
         self,
@@ -70,10 +75,14 @@ class IEDecoder(nn.Module):
         base: int,
         chans: list[int],
         negative_slope: float,
+        spatial: bool = True,
     ) -> None:
         super().__init__()
-        self.fc_channels, self.base = fc_channels, base
-        self.fc = nn.Linear(z_dim, fc_channels * base * base)
+        self.fc_channels, self.base, self.spatial = fc_channels, base, spatial
+        if spatial:
+            self.fc = nn.Conv2d(chans[-1], fc_channels, 1)  # spatial code: squeeze the encoder's feature map
+        else:
+            self.fc = nn.Linear(z_dim, fc_channels * base * base)
         blocks: list[nn.Module] = []
         prev = fc_channels
         for c in reversed(chans):
@@ -82,8 +91,9 @@ class IEDecoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Conv2d(prev, out_channels, 1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.fc(z), 0.2).view(-1, self.fc_channels, self.base, self.base)
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        """code: the feature map (B, c_last, b, b) when spatial, else z (B, z_dim) -> m (B, C, S, S)."""
+        h = F.leaky_relu(self.fc(code), 0.2).view(-1, self.fc_channels, self.base, self.base)
         return torch.sigmoid(self.head(self.blocks(h)))
 
 
@@ -102,8 +112,12 @@ class IENet(nn.Module):
         t_hidden: int = 512,
         fc_channels: int = 64,
         negative_slope: float = 0.2,
+        decoder_input: str = "spatial",
     ) -> None:
         super().__init__()
+        if decoder_input not in ("spatial", "global"):
+            raise ValueError(f"decoder_input must be spatial or global, got {decoder_input!r}")
+        self.spatial = decoder_input == "spatial"
         if image_size % 2**blocks:
             raise ValueError(f"image_size {image_size} must be divisible by 2**blocks = {2**blocks}")
         chans = channel_schedule(blocks, width, max_width)
@@ -113,25 +127,27 @@ class IENet(nn.Module):
             [chans[-1] + z_dim, t_hidden, t_hidden, t_hidden, 1], act=nn.ReLU
         )  # T, 4 layers
         self.decoder = IEDecoder(
-            in_channels, z_dim, fc_channels, image_size // 2**blocks, chans, negative_slope
+            in_channels, z_dim, fc_channels, image_size // 2**blocks, chans, negative_slope, self.spatial
         )
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(g, mu, logvar): pooled encoder feature and the parameters of p(z | x)."""
-        g = self.encoder(x).mean(dim=(2, 3))
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h, g, mu, logvar): encoder feature map, its global pool, and the parameters of p(z | x)."""
+        h = self.encoder(x)
+        g = h.mean(dim=(2, 3))
         mu, logvar = self.mlp(g).chunk(2, dim=1)
-        return g, mu, logvar.clamp(-10.0, 10.0)
+        return h, g, mu, logvar.clamp(-10.0, 10.0)
 
     def forward(self, x: torch.Tensor) -> IEOutput:
         """x (B, C, S, S) in [0, 1] -> IEOutput; z is sampled in training mode and equals mu in eval mode."""
-        g, mu, logvar = self.encode(x)
+        h, g, mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
-        return IEOutput(m=self.decoder(z), z=z, mu=mu, logvar=logvar, g=g)
+        m = self.decoder(h if self.spatial else z)
+        return IEOutput(m=m, z=z, mu=mu, logvar=logvar, g=g)
 
     def impression(self, x: torch.Tensor) -> torch.Tensor:
-        """m = D_M(E_M(x)) with z = mu (deterministic); (B, C, S, S) -> (B, C, S, S)."""
-        _, mu, _ = self.encode(x)
-        return self.decoder(mu)
+        """m = D_M(E_M(x)), deterministic (z = mu); (B, C, S, S) -> (B, C, S, S)."""
+        h, _, mu, _ = self.encode(x)
+        return self.decoder(h if self.spatial else mu)
 
     def critic(self, g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """T(x, z) before its sigmoid (a logit, for numerically stable losses); (B, F), (B, z_dim) -> (B,)."""
