@@ -108,7 +108,7 @@ class DetectConfig:
     normalisation: str = "quantile"  # quantile: normal-pixel quantile -> norm_value | minmax over validation
     quantile: float = 0.999  # quantile of held-out normal pixels mapped to norm_value
     norm_value: float = 0.5  # the normalised value of that quantile (alpha = 0.5: segment above it)
-    smooth_sigma: float = 4.0  # Gaussian sigma (px) applied before taking the image score (max); 0 = off
+    smooth_sigma: float = 4.0  # Gaussian sigma before the image score (max), in px of a 256 px image; 0 = off
 
 
 @dataclass

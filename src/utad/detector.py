@@ -8,7 +8,9 @@ so that alpha = 0.5 (Eq. 9) means the same on every image:
   the defaults, alpha = 0.5 segments what is above the 99.9th percentile of normal pixels.
 * ``minmax``: ``e_n = (e - min) / (max - min)`` over validation normal pixels.
 
-The image score is the maximum of the normalised map after Gaussian smoothing (``smooth_sigma`` px).
+The image score is the maximum of the normalised map after Gaussian smoothing; ``smooth_sigma`` is given in
+pixels of a 256 px image (the MVTec reference's 4 px) and scaled with the model's resolution, so the smoothing
+covers the same part of the image at every size.
 """
 
 from __future__ import annotations
@@ -62,11 +64,13 @@ class Detector(nn.Module):
         pm: PerceptualMeasurement,
         detect: DetectConfig,
         norm: dict[str, float] | None = None,
+        image_size: int = 256,
     ) -> None:
         super().__init__()
         self.ienet, self.expert, self.pm, self.detect = ienet, expert, pm, detect
         self.norm = dict(norm or {})
-        k = gaussian_kernel(detect.smooth_sigma) if detect.smooth_sigma > 0 else torch.ones(1)
+        sigma = detect.smooth_sigma * image_size / 256.0
+        k = gaussian_kernel(sigma) if sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
         self.config: UtadConfig | None = None
         self.backbone: BackboneInfo | None = None
@@ -192,6 +196,6 @@ class Detector(nn.Module):
                 f"{run}: trained with backbone {ckpt['backbone']['name']} but {info.name} is what loads here; "
                 "pass the same weights (--vgg-weights) or set pm.backbone"
             )
-        det = cls(ienet, expert, pm, cfg.detect, ckpt["norm"]).to(device).eval()
+        det = cls(ienet, expert, pm, cfg.detect, ckpt["norm"], cfg.data.image_size).to(device).eval()
         det.config, det.backbone = cfg, info
         return det

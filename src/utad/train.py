@@ -222,7 +222,7 @@ def train(
     # ---- calibration on held-out normal images ----------------------------------------------------------
     if expert is not None:
         expert.to(device).eval()
-    det = Detector(ienet, expert, pm, cfg.detect).to(device).eval()
+    det = Detector(ienet, expert, pm, cfg.detect, image_size=cfg.data.image_size).to(device).eval()
     norm = det.calibrate(_loader(data.val, bs, False, cfg.seed, cfg.data.num_workers))
     snapshot("done", epoch, norm)
     return run_dir / "checkpoint.pt"
