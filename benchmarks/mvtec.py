@@ -77,13 +77,22 @@ def main() -> None:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "backbone": metrics["backbone"],
         "image_size": cfg.data.image_size,
-        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
-        "command": "python benchmarks/mvtec.py " + " ".join(
-            [f"--preset {args.preset}"] + [f"--set {s}" for s in args.set] + [f"--out {args.out} --json {args.json}"]
+        "machine": {
+            "cpu_count": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+        "command": "python benchmarks/mvtec.py "
+        + " ".join(
+            [f"--preset {args.preset}"]
+            + [f"--set {s}" for s in args.set]
+            + [f"--out {args.out} --json {args.json}"]
         ),
     }
     write_json(args.json, result)
-    print(json.dumps({k: result[k] for k in ("image_auroc", "pixel_auroc", "aupro", "iou_at_alpha")}, indent=1))
+    print(
+        json.dumps({k: result[k] for k in ("image_auroc", "pixel_auroc", "aupro", "iou_at_alpha")}, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Time one training step of IE-Net and of Expert-Net per image, for several sizes and settings; writes JSON.
 
-    python benchmarks/profile_step.py --json benchmarks/results/profile_step.json
+python benchmarks/profile_step.py --json benchmarks/results/profile_step.json
 """
 
 from __future__ import annotations

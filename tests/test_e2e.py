@@ -13,15 +13,27 @@ from utad.cli import main
 from utad.detector import Detector
 
 FAST = [
-    "--set", "data.image_size=32", "--set", "data.demo_size=64", "--set", "ienet.width=4",
-    "--set", "ienet.max_width=32", "--set", "expert.dim=8", "--set", "train.batch_size=8",
+    "--set",
+    "data.image_size=32",
+    "--set",
+    "data.demo_size=64",
+    "--set",
+    "ienet.width=4",
+    "--set",
+    "ienet.max_width=32",
+    "--set",
+    "expert.dim=8",
+    "--set",
+    "train.batch_size=8",
 ]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "run"
-    code = main(["train", "--source", "demo", "--epochs", "2", "--seed", "0", "--out", str(out), "--quiet", *FAST])
+    code = main(
+        ["train", "--source", "demo", "--epochs", "2", "--seed", "0", "--out", str(out), "--quiet", *FAST]
+    )
     assert code == 0
     return out
 
@@ -45,10 +57,41 @@ def test_test_command_writes_metrics(trained_run, capsys):
     m = json.loads((trained_run / "metrics.json").read_text())
     for key in ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max"):
         assert 0.0 <= m[key] <= 1.0, key
-    assert m["backbone"]["name"] in ("efficientnet-lite0", "vgg19") and m["config"]["data"]["source"] == "demo"
+    assert (
+        m["backbone"]["name"] in ("efficientnet-lite0", "vgg19") and m["config"]["data"]["source"] == "demo"
+    )
     assert m["eval_resolution"] == "64x64 (native)"
     assert (trained_run / "report.png").stat().st_size > 10_000
     assert "image_auroc" in capsys.readouterr().out
+
+
+def test_test_with_other_measurement(trained_run, tmp_path, capsys):
+    """Table 3 rows without retraining: pixel |x - x^| with the same networks, recalibrated."""
+    out = tmp_path / "pixel"
+    assert (
+        main(
+            [
+                "test",
+                str(trained_run),
+                "--set",
+                "pm.distance=pixel",
+                "--set",
+                "pm.terms=[x_xhat]",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["pm"]["terms"] == ["x_xhat"] and m["backbone"]["name"] == "none"
+    assert 0 <= m["pixel_auroc"] <= 1
+    capsys.readouterr()
+    assert main(["test", str(trained_run), "--set", "pm.distance=pixel", "--quiet"]) == 2
+    assert "needs --out" in capsys.readouterr().err
+    assert main(["test", str(trained_run), "--set", "train.ie_epochs=3", "--out", str(tmp_path / "x")]) == 2
+    assert "only pm.* and detect.*" in capsys.readouterr().err
 
 
 def test_predict_command(trained_run, tmp_path, capsys):
@@ -60,7 +103,9 @@ def test_predict_command(trained_run, tmp_path, capsys):
     n_good = len(list((demo_data / "test" / "good").glob("*.png")))
     assert len(rows) == 1 + n_good
     for sub in ("maps", "masks", "overlays"):
-        assert len(list((out / sub).glob("*.png"))) == len(rows) - 0 or sub
+        assert len(list((out / sub).glob("*.png"))) == len(rows), sub
+    info = json.loads((out / "predict.json").read_text())
+    assert info["n_images"] == len(rows) and info["backbone"]["name"] in ("efficientnet-lite0", "vgg19")
     assert all(float(r["score"]) >= 0 for r in rows)
     code = main(["predict", str(trained_run), str(tmp_path / "missing.png"), "--out", str(tmp_path / "p2")])
     assert code == 2 and "missing.png: file or folder not found" in capsys.readouterr().err
@@ -74,12 +119,19 @@ def test_checkpoint_round_trip_identical_outputs(trained_run, tmp_path):
     b = Detector.load(tmp_path / "copy").predict_tensor(x)
     for p, q in zip(a, b):
         assert p.score == q.score and np.array_equal(p.anomaly_map, q.anomaly_map)
-        assert np.array_equal(p.reconstruction, q.reconstruction) and np.array_equal(p.impression, q.impression)
+        assert np.array_equal(p.reconstruction, q.reconstruction) and np.array_equal(
+            p.impression, q.impression
+        )
 
 
 def test_seed_makes_cpu_runs_repeatable(trained_run, tmp_path):
     out = tmp_path / "again"
-    assert main(["train", "--source", "demo", "--epochs", "2", "--seed", "0", "--out", str(out), "--quiet", *FAST]) == 0
+    assert (
+        main(
+            ["train", "--source", "demo", "--epochs", "2", "--seed", "0", "--out", str(out), "--quiet", *FAST]
+        )
+        == 0
+    )
     h1 = json.loads((trained_run / "history.json").read_text())
     h2 = json.loads((out / "history.json").read_text())
     assert [r["total"] for r in h1["ienet"]] == [r["total"] for r in h2["ienet"]]
@@ -99,8 +151,21 @@ def test_resume_continues_from_saved_epoch(tmp_path, monkeypatch):
 
     batches = 68 // 8  # 80 demo train images less 12 held out for validation, batch 8, drop_last
     monkeypatch.setattr(train_mod, "ie_loss", crash_in_epoch_3)
-    code = main(["train", "--source", "demo", "--set", "train.ie_epochs=3", "--set", "train.expert_epochs=1",
-                 "--out", str(out), "--quiet", *FAST])
+    code = main(
+        [
+            "train",
+            "--source",
+            "demo",
+            "--set",
+            "train.ie_epochs=3",
+            "--set",
+            "train.expert_epochs=1",
+            "--out",
+            str(out),
+            "--quiet",
+            *FAST,
+        ]
+    )
     assert code == 130  # interrupted
     ckpt = load_checkpoint(out)
     assert ckpt["stage"] == "ienet" and ckpt["epoch"] == 2

@@ -48,7 +48,7 @@ def test_ie_loss_combines_terms_with_weights():
     assert parts["rec"] == pytest_approx((out.m - x).abs().mean().item())
     assert parts["kl"] == pytest_approx(kl_loss(out.mu, out.logvar).item())
     assert total.item() == pytest_approx(parts["info"] + 0.5 * parts["kl"] + 3.0 * parts["rec"])
-    total2, parts2, _ = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0, use_info=False)
+    _total2, parts2, _ = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0, use_info=False)
     assert "info" not in parts2
 
 
@@ -60,5 +60,9 @@ def test_expert_loss_by_hand():
     lx = (out.x_hat - x).abs().mean().item()
     lm = (out.m_hat - m).abs().mean().item()
     ls = (net.detail_vector(out.x_hat) - out.s).abs().mean().item()
-    assert parts["x"] == pytest_approx(lx) and parts["m"] == pytest_approx(lm) and parts["s"] == pytest_approx(ls)
+    assert (
+        parts["x"] == pytest_approx(lx)
+        and parts["m"] == pytest_approx(lm)
+        and parts["s"] == pytest_approx(ls)
+    )
     assert total.item() == pytest_approx(2 * lx + 3 * lm + 4 * ls)

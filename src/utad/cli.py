@@ -71,7 +71,7 @@ def _print_metrics(metrics: dict) -> None:
 def _cmd_test(args: argparse.Namespace) -> int:
     from utad.runs import test_run
 
-    metrics = test_run(args.run, args.out, progress=not args.quiet)
+    metrics = test_run(args.run, args.out, args.set, progress=not args.quiet)
     _print_metrics(metrics)
     print(f"wrote {(args.out or args.run)}/metrics.json")
     return 0
@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     te = sub.add_parser("test", help="evaluate a run on its test split: metrics.json, report.png")
     te.add_argument("run", help="run folder written by utad train")
     te.add_argument("--out", help="where to write metrics.json and pictures (default: the run folder)")
+    te.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="evaluate another measurement with the same networks, e.g. pm.terms=[x_xhat] or pm.distance=pixel "
+        "(pm.* and detect.* only; recalibrated on validation images; needs --out)",
+    )
     te.add_argument("--quiet", action="store_true", help="no progress bars")
     te.set_defaults(func=_cmd_test)
 

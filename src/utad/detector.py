@@ -48,7 +48,7 @@ class Prediction:
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
     """A normalised 1-D Gaussian kernel of radius 4 sigma."""
-    radius = max(1, int(math.ceil(4 * sigma)))
+    radius = max(1, math.ceil(4 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     return k / k.sum()

@@ -12,16 +12,18 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from utad.checkpoint import load_checkpoint
-from utad.config import UtadConfig, load_config, to_dict
-from utad.data.bundle import build_data
+from utad.config import UtadConfig, apply_override, from_dict, load_config, to_dict
+from utad.data.bundle import DataBundle, build_data
 from utad.data.images import is_image_file, load_mask
 from utad.data.samples import list_images
 from utad.detector import Detector
 from utad.errors import UtadError
 from utad.evaluate import evaluate
 from utad.io import atomic_write, prepare_run_dir, write_json, write_text
+from utad.model import build_pm
 from utad.report import heatmap, overlay, save_learning_curve, save_panel
 from utad.train import train
 
@@ -38,15 +40,44 @@ def _pick_examples(preds, labels: np.ndarray, per_group: int = 3) -> list[int]:
     return list(normal[:2]) + list(top) + [i for i in low if i not in top]
 
 
+def with_measurement(det: Detector, overrides: list[str], data: DataBundle) -> Detector:
+    """The same trained networks with another measurement (``pm.*``) or detection (``detect.*``) setting,
+    recalibrated on the run's validation images: Table 3's single measurements without retraining."""
+    values = to_dict(det.config)
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith(("pm.", "detect.")):
+            raise UtadError(
+                f"{item}: only pm.* and detect.* settings can change at test time; retrain for others"
+            )
+        apply_override(values, item)
+    cfg = from_dict(values, "test overrides")
+    pm, info = build_pm(cfg)
+    new = Detector(det.ienet, det.expert, pm, cfg.detect, None, cfg.data.image_size).eval()
+    new.config, new.backbone = cfg, info
+    new.calibrate(DataLoader(data.val, batch_size=cfg.train.batch_size, shuffle=False))
+    return new
+
+
 def test_run(
-    run: str | os.PathLike, out: str | os.PathLike | None = None, progress: bool = True
+    run: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a trained run on its test split; writes ``metrics.json`` and ``report.png`` into ``out`` (the run)."""
+    """Evaluate a trained run on its test split; writes ``metrics.json``, ``report.png`` and
+    ``learning_curve.png`` into ``out`` (default: the run). ``overrides`` (``pm.*``, ``detect.*``) evaluate
+    another measurement with the same networks, recalibrated on validation images; they need an ``out``."""
     run = Path(run)
     det = Detector.load(run)
     cfg: UtadConfig = det.config
-    out = Path(out) if out is not None else run
     data = build_data(cfg.data, cfg.seed, run.parent / ".utad-cache")
+    if overrides:
+        if out is None:
+            raise UtadError("a test with --set overrides needs --out, so the run's own metrics.json is kept")
+        det = with_measurement(det, overrides, data)
+        cfg = det.config
+    out = Path(out) if out is not None else run
     start = time.perf_counter()
     metrics, preds = evaluate(det, data, cfg.train.batch_size, progress)
     seconds = time.perf_counter() - start
@@ -126,6 +157,16 @@ def predict_images(
     writer.writeheader()
     writer.writerows(rows)
     write_text(out / "scores.csv", buf.getvalue())
+    write_json(
+        out / "predict.json",
+        {
+            "run": str(run),
+            "n_images": len(rows),
+            "alpha": det.detect.alpha,
+            "backbone": det.backbone.to_dict(),
+            "normalisation": {"method": det.detect.normalisation, **det.norm},
+        },
+    )
     return rows
 
 

@@ -33,7 +33,7 @@ log = logging.getLogger("utad")
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (seeds code that uses the legacy global RNG)
     torch.manual_seed(seed)
 
 
@@ -152,6 +152,10 @@ def train(
     bs = min(t.batch_size, len(data.train))
     # ---- stage 1: IE-Net --------------------------------------------------------------------------------
     if stage == "ienet":
+        if (
+            t.channels_last
+        ):  # measured ~2x faster for the inception network on CPU (benchmarks/profile_step.py)
+            ienet.to(memory_format=torch.channels_last)
         model, opt = fabric.setup(ienet, ie_opt)
         loader = fabric.setup_dataloaders(
             _loader(

@@ -9,7 +9,11 @@ from utad.nets.ie_net import IENet
 
 
 def assert_all_grads(module: torch.nn.Module) -> None:
-    missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    missing = [
+        n
+        for n, p in module.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert not missing, f"parameters without gradient: {missing}"
 
 
@@ -17,7 +21,17 @@ def assert_all_grads(module: torch.nn.Module) -> None:
 @pytest.mark.parametrize("blocks,size", [(4, 32), (3, 16)])
 def test_ienet(decoder_input, blocks, size):
     torch.manual_seed(0)
-    net = IENet(size, blocks=blocks, width=4, max_width=32, z_dim=8, mlp_hidden=16, t_hidden=16, fc_channels=8, decoder_input=decoder_input)
+    net = IENet(
+        size,
+        blocks=blocks,
+        width=4,
+        max_width=32,
+        z_dim=8,
+        mlp_hidden=16,
+        t_hidden=16,
+        fc_channels=8,
+        decoder_input=decoder_input,
+    )
     x = torch.rand(3, 3, size, size)
     out = net(x)
     assert out.m.shape == x.shape and out.z.shape == (3, 8) and out.mu.shape == out.logvar.shape == (3, 8)
@@ -33,7 +47,9 @@ def test_ienet(decoder_input, blocks, size):
 @pytest.mark.parametrize("use_detail,use_naive", [(True, True), (False, True), (True, False)])
 def test_expert_net(use_detail, use_naive):
     torch.manual_seed(0)
-    net = ExpertNet(dim=4, downsample=2, res_blocks=1, detail_dim=4, mlp_dim=8, use_detail=use_detail, use_naive=use_naive)
+    net = ExpertNet(
+        dim=4, downsample=2, res_blocks=1, detail_dim=4, mlp_dim=8, use_detail=use_detail, use_naive=use_naive
+    )
     x, m = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     out = net(x, m)
     assert out.x_hat.shape == x.shape and out.s.shape == (2, 4)
@@ -54,8 +70,12 @@ def test_expert_adain_starts_as_instance_norm():
     params = net.mlp(torch.zeros(1, 4))
     c = net.enc_a.out_channels
     g1, b1, g2, b2 = params[:, : 4 * c].split(c, dim=1)
-    assert torch.allclose(g1, torch.ones_like(g1), atol=0.05) and torch.allclose(b1, torch.zeros_like(b1), atol=0.05)
-    assert torch.allclose(g2, torch.ones_like(g2), atol=0.05) and torch.allclose(b2, torch.zeros_like(b2), atol=0.05)
+    assert torch.allclose(g1, torch.ones_like(g1), atol=0.05) and torch.allclose(
+        b1, torch.zeros_like(b1), atol=0.05
+    )
+    assert torch.allclose(g2, torch.ones_like(g2), atol=0.05) and torch.allclose(
+        b2, torch.zeros_like(b2), atol=0.05
+    )
 
 
 def test_adain_matches_eq7_by_hand():

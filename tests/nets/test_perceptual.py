@@ -5,7 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from utad.errors import UtadError
-from utad.nets.backbones import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0, VGG19Features, vgg19_layer_indices
+from utad.nets.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EfficientNetLite0,
+    VGG19Features,
+    vgg19_layer_indices,
+)
 from utad.nets.perceptual import PerceptualMeasurement, effnet_weights_path, load_backbone
 
 
@@ -25,7 +31,10 @@ def test_vgg19_layer_indices_match_torchvision():
     idx = vgg19_layer_indices()
     assert (idx["conv1_2"], idx["conv2_2"], idx["conv3_4"], idx["conv5_4"]) == (2, 7, 16, 34)
     assert [k for k in VGG19Features().state_dict() if k.endswith("weight")][:3] == [
-        "features.0.weight", "features.2.weight", "features.5.weight"]
+        "features.0.weight",
+        "features.2.weight",
+        "features.5.weight",
+    ]
 
 
 def test_vgg19_loads_torchvision_file(tmp_path):
@@ -49,7 +58,7 @@ def test_missing_vgg_is_a_clear_error(tmp_path, monkeypatch):
         load_backbone("vgg19", ["conv1_2"])
     with pytest.raises(UtadError, match="nope.pth: VGG-19 weight file not found"):
         load_backbone("vgg19", ["conv1_2"], vgg_weights=tmp_path / "nope.pth")
-    net, info = load_backbone("vgg19", ["conv1_2"], allow_random=True)
+    _net, info = load_backbone("vgg19", ["conv1_2"], allow_random=True)
     assert not info.pretrained and "random" in info.weights
 
 
@@ -66,7 +75,11 @@ def test_efficientnet_lite0_is_the_trained_network(tmp_path, monkeypatch):
     assert 281 <= top <= 285
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no VGG-19 file: auto falls back to EfficientNet-Lite0
     _, info = load_backbone("auto", ["conv1_2", "conv2_2", "conv3_4"])
-    assert info.name == "efficientnet-lite0" and info.pretrained and info.layers == ["block0", "block2", "block4"]
+    assert (
+        info.name == "efficientnet-lite0"
+        and info.pretrained
+        and info.layers == ["block0", "block2", "block4"]
+    )
 
 
 def test_pm_eq8_terms_and_layers():
@@ -78,7 +91,10 @@ def test_pm_eq8_terms_and_layers():
     m, xh, mh = torch.rand_like(x), torch.rand_like(x), torch.rand_like(x)
     e = pm(x, m, xh, mh)
     assert e.shape == (2, 1, 32, 32) and (e > 0).all()
-    parts = sum(PerceptualMeasurement(net, ["conv1_2", "conv2_2"], terms=[t])(x, m, xh, mh) for t in ("x_xhat", "m_mhat", "x_m"))
+    parts = sum(
+        PerceptualMeasurement(net, ["conv1_2", "conv2_2"], terms=[t])(x, m, xh, mh)
+        for t in ("x_xhat", "m_mhat", "x_m")
+    )
     assert torch.allclose(e, parts, atol=1e-5)
     layers = sum(PerceptualMeasurement(net, [n])(x, m, xh, mh) for n in ("conv1_2", "conv2_2"))
     assert torch.allclose(e, layers, atol=1e-5)
@@ -92,5 +108,7 @@ def test_grey_input_is_repeated():
     net, _ = load_backbone("vgg19", ["conv1_2"], allow_random=True)
     pm = PerceptualMeasurement(net, ["conv1_2"], terms=["x_m"])
     x, m = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
-    assert torch.allclose(pm(x, m, None, None), pm(x.expand(-1, 3, -1, -1), m.expand(-1, 3, -1, -1), None, None))
+    assert torch.allclose(
+        pm(x, m, None, None), pm(x.expand(-1, 3, -1, -1), m.expand(-1, 3, -1, -1), None, None)
+    )
     assert np.isfinite(pm(x, m, None, None).numpy()).all()
