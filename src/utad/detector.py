@@ -190,8 +190,11 @@ class Detector(nn.Module):
         expert = build_expert(cfg)
         if expert is not None:
             expert.load_state_dict(ckpt["expert"])
+        trained_with = ckpt["backbone"]["name"]
+        if cfg.pm.backbone == "auto" and trained_with != "none":
+            cfg.pm.backbone = trained_with  # the normalisation statistics belong to the backbone that ran
         pm, info = build_pm(cfg)
-        if info.to_dict()["name"] != ckpt["backbone"]["name"]:
+        if info.name != trained_with:
             raise UtadError(
                 f"{run}: trained with backbone {ckpt['backbone']['name']} but {info.name} is what loads here; "
                 "pass the same weights (--vgg-weights) or set pm.backbone"

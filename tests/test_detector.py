@@ -1,0 +1,65 @@
+"""Detector normalisation, scoring and the Prediction contract, on tiny random networks."""
+
+import numpy as np
+import pytest
+import torch
+
+from utad.config import DetectConfig
+from utad.detector import Detector, gaussian_kernel
+from utad.errors import UtadError
+from utad.nets.expert_net import ExpertNet
+from utad.nets.ie_net import IENet
+from utad.nets.perceptual import PerceptualMeasurement
+
+
+def tiny_detector(**detect):
+    torch.manual_seed(0)
+    ie = IENet(16, blocks=2, width=4, max_width=16, z_dim=4, mlp_hidden=8, t_hidden=8, fc_channels=4)
+    ex = ExpertNet(dim=4, downsample=1, res_blocks=1, detail_dim=3, mlp_dim=8)
+    pm = PerceptualMeasurement(None, [])  # pixel L1: no backbone needed
+    return Detector(ie, ex, pm, DetectConfig(**detect), image_size=16).eval()
+
+
+def test_quantile_normalisation_puts_the_normal_quantile_at_norm_value():
+    det = tiny_detector(quantile=0.99, norm_value=0.5)
+    val = [{"image": torch.rand(4, 3, 16, 16)} for _ in range(2)]
+    norm = det.calibrate(val)
+    with torch.no_grad():
+        e = torch.cat([det.normalise(det.raw_map(b["image"])[0]) for b in val]).flatten().numpy()
+    assert np.quantile(e, 0.99) == pytest.approx(0.5, rel=1e-4)
+    assert norm["n_pixels"] == 8 * 16 * 16
+
+
+def test_minmax_normalisation_spans_zero_to_one():
+    det = tiny_detector(normalisation="minmax")
+    val = [{"image": torch.rand(6, 3, 16, 16)}]
+    det.calibrate(val)
+    with torch.no_grad():
+        e = det.normalise(det.raw_map(val[0]["image"])[0])
+    assert float(e.min()) == pytest.approx(0.0, abs=1e-6) and float(e.max()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_uncalibrated_detector_refuses():
+    det = tiny_detector()
+    with pytest.raises(UtadError, match="no normalisation statistics"):
+        det(torch.rand(1, 3, 16, 16))
+
+
+def test_prediction_contract_and_alpha():
+    det = tiny_detector(alpha=0.5)
+    det.calibrate([{"image": torch.rand(4, 3, 16, 16)}])
+    preds = det.predict_tensor(torch.rand(3, 3, 16, 16), ["a", "b", "c"])
+    assert [p.path for p in preds] == ["a", "b", "c"]
+    for p in preds:
+        assert p.anomaly_map.shape == (16, 16) and p.mask.dtype == bool
+        assert np.array_equal(p.mask, p.anomaly_map > 0.5)
+        assert p.image.shape == p.impression.shape == p.reconstruction.shape == p.naive_impression.shape == (16, 16, 3)
+        assert p.is_anomaly == (p.score > 0.5)
+        assert p.score <= p.anomaly_map.max() + 1e-6  # max of a smoothed map never exceeds the map's max
+
+
+def test_smoothing_sigma_scales_with_resolution():
+    det = tiny_detector(smooth_sigma=4.0)
+    assert det.kernel.numel() == 2 * 1 + 1  # 4 px at 256 -> 0.25 px at 16 -> radius 1
+    assert gaussian_kernel(4.0).numel() == 33
+    assert float(gaussian_kernel(2.0).sum()) == pytest.approx(1.0)
