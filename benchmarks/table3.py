@@ -41,11 +41,15 @@ def main() -> None:
         det = with_measurement(base, ["pm.distance=perceptual", *overrides], data)
         metrics, _ = evaluate(det, data, base.config.train.batch_size, progress=False)
         rows[name] = {
-            k: metrics[k] for k in ("iou", "image_auroc", "pixel_auroc", "aupro") if metrics.get(k) is not None
+            k: metrics[k]
+            for k in ("iou", "image_auroc", "pixel_auroc", "aupro")
+            if metrics.get(k) is not None
         }
         rows[name]["backbone_layers"] = det.backbone.layers
         print(name, json.dumps(rows[name]))
-    write_json(args.json, {"run": args.run, "dataset": data.name, "backbone": base.backbone.name, "rows": rows})
+    write_json(
+        args.json, {"run": args.run, "dataset": data.name, "backbone": base.backbone.name, "rows": rows}
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,13 @@ def test_prediction_contract_and_alpha():
     for p in preds:
         assert p.anomaly_map.shape == (16, 16) and p.mask.dtype == bool
         assert np.array_equal(p.mask, p.anomaly_map > 0.5)
-        assert p.image.shape == p.impression.shape == p.reconstruction.shape == p.naive_impression.shape == (16, 16, 3)
+        assert (
+            p.image.shape
+            == p.impression.shape
+            == p.reconstruction.shape
+            == p.naive_impression.shape
+            == (16, 16, 3)
+        )
         assert p.is_anomaly == (p.score > 0.5)
         assert p.score <= p.anomaly_map.max() + 1e-6  # max of a smoothed map never exceeds the map's max
 

@@ -18,7 +18,10 @@ def test_panel_and_curve_are_written(tmp_path):
     path = save_panel(preds, tmp_path / "report.png", gts, title="t")
     w, h = Image.open(path).size
     assert w > 600 and h > 300
-    hist = {"ienet": [{"epoch": 1, "rec": 0.5, "seconds": 1.0}, {"epoch": 2, "rec": 0.3, "seconds": 2.0}], "expert": []}
+    hist = {
+        "ienet": [{"epoch": 1, "rec": 0.5, "seconds": 1.0}, {"epoch": 2, "rec": 0.3, "seconds": 2.0}],
+        "expert": [],
+    }
     assert save_learning_curve(hist, tmp_path / "curve.png").stat().st_size > 1000
 
 

@@ -49,9 +49,7 @@ class IENetConfig:
     mlp_hidden: int = 512  # hidden width of the 3-layer MLP estimating mu and log sigma^2
     t_hidden: int = 512  # hidden width of the 4-layer discriminator MLP T(x, z)
     use_info: bool = True  # L_info (Eq. 4) on; False is the "without L_info" ablation
-    decoder_input: str = (
-        "spatial"  # spatial: D_M decodes E_M's feature map (Fig. 3, release) | global: D_M(z)
-    )
+    decoder_input: str = "spatial"  # spatial: D_M decodes E_M's feature map (Fig. 3) | global: D_M(z)
     fc_channels: int = 64  # channels of D_M's input code (1x1-squeezed map, or z lifted by a linear layer)
     lambda_kl: float = 0.1  # lambda, weight of KL(p(z) || N(0, I)) (Eq. 3; not given in the paper)
     lambda_rec: float = 10.0  # lambda1, weight of |D_M(E_M(x)) - x|_1 (Eq. 6; not given in the paper)

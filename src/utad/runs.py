@@ -121,6 +121,18 @@ def _png(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
 
 
+def _output_names(files: list[Path]) -> list[str]:
+    """File stems for the outputs; inputs whose stems collide get their folder name in front (and an index)."""
+    stems = [f.stem for f in files]
+    names = [f"{f.parent.name}_{f.stem}" if stems.count(f.stem) > 1 else f.stem for f in files]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return out
+
+
 def predict_images(
     run: str | os.PathLike, inputs: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False
 ) -> list[dict[str, Any]]:
@@ -139,8 +151,8 @@ def predict_images(
     out = prepare_run_dir(out, overwrite=overwrite)
     det = Detector.load(run)
     rows = []
-    for pred in det.predict(files):
-        stem = Path(pred.path).stem
+    names = _output_names(files)
+    for pred, stem in zip(det.predict(files), names, strict=True):
         _png(out / "maps" / f"{stem}.png", heatmap(pred.anomaly_map))
         _png(out / "masks" / f"{stem}.png", pred.mask.astype(np.uint8) * 255)
         _png(out / "overlays" / f"{stem}.png", overlay(pred))
