@@ -45,13 +45,13 @@ class IENetConfig:
     blocks: int = 4  # inception blocks in E_M and D_M (paper: 4 for MVTec, 3 one-class)
     width: int = 32  # channels of each of the four inception branches in the first block (doubles per block)
     max_width: int = 512  # cap on a block's output channels
-    z_dim: int = 128  # size of the global code z pooled from the encoder's last feature map
+    z_dim: int = 128  # channels of the code z (per position when spatial, one vector when global)
     mlp_hidden: int = 512  # hidden width of the 3-layer MLP estimating mu and log sigma^2
     t_hidden: int = 512  # hidden width of the 4-layer discriminator MLP T(x, z)
     use_info: bool = True  # L_info (Eq. 4) on; False is the "without L_info" ablation
-    decoder_input: str = "spatial"  # spatial: D_M decodes E_M's feature map (Fig. 3) | global: D_M(z)
+    decoder_input: str = "spatial"  # spatial: a code z at every position (Fig. 3) | global: one vector z
     fc_channels: int = 64  # channels of D_M's input code (1x1-squeezed map, or z lifted by a linear layer)
-    lambda_kl: float = 0.1  # lambda, weight of KL(p(z) || N(0, I)) (Eq. 3; not given in the paper)
+    lambda_kl: float = 0.01  # lambda, KL(p(z) || N(0, I)) weight (Eq. 3; not in the paper; 0.1 collapsed z, L_info at chance)
     lambda_rec: float = 10.0  # lambda1, weight of |D_M(E_M(x)) - x|_1 (Eq. 6; not given in the paper)
     negative_slope: float = 0.2  # LeakyReLU slope in inception blocks
 

@@ -20,7 +20,7 @@ def mi_loss(t_pos: torch.Tensor, t_neg: torch.Tensor) -> torch.Tensor:
 
 
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)) summed over z's dimensions, averaged over the batch (Eq. 2-3)."""
+    """KL(N(mu, sigma^2) || N(0, I)) summed over z's channels (dim 1), averaged over batch and positions."""
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=1).mean()
 
 

@@ -34,10 +34,11 @@ def test_ienet(decoder_input, blocks, size):
     )
     x = torch.rand(3, 3, size, size)
     out = net(x)
-    assert out.m.shape == x.shape and out.z.shape == (3, 8) and out.mu.shape == out.logvar.shape == (3, 8)
+    b = size // 2**blocks if decoder_input == "spatial" else 1
+    assert out.m.shape == x.shape and out.z.shape == out.mu.shape == out.logvar.shape == (3, 8, b, b)
     assert 0 <= out.m.min() and out.m.max() <= 1 and torch.isfinite(out.m).all()
     t = net.critic(out.g, out.z)
-    assert t.shape == (3,)
+    assert t.shape == (3, b * b)  # one logit of T per position
     (out.m.mean() + t.mean() + out.logvar.mean()).backward()
     assert_all_grads(net)
     net.eval()
