@@ -175,3 +175,27 @@ def test_resume_continues_from_saved_epoch(tmp_path, monkeypatch):
     assert ckpt2["stage"] == "done"
     assert [r["epoch"] for r in ckpt2["history"]["ienet"]] == [1, 2, 3]
     assert ckpt2["history"]["ienet"][:2] == ckpt["history"]["ienet"]
+    # the resumed run continues exactly as an uninterrupted one
+    straight = tmp_path / "straight"
+    assert (
+        main(
+            [
+                "train",
+                "--source",
+                "demo",
+                "--set",
+                "train.ie_epochs=3",
+                "--set",
+                "train.expert_epochs=1",
+                "--out",
+                str(straight),
+                "--quiet",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    ref = load_checkpoint(straight)
+    for stage in ("ienet", "expert"):
+        assert [r["total"] for r in ckpt2["history"][stage]] == [r["total"] for r in ref["history"][stage]]
+    assert ckpt2["norm"] == ref["norm"]

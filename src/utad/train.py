@@ -152,39 +152,30 @@ def train(
     bs = min(t.batch_size, len(data.train))
     # ---- stage 1: IE-Net --------------------------------------------------------------------------------
     if stage == "ienet":
-        if (
-            t.channels_last
-        ):  # measured ~2x faster for the inception network on CPU (benchmarks/profile_step.py)
+        if t.channels_last:  # ~2x faster for the inception network on CPU (benchmarks/profile_step.py)
             ienet.to(memory_format=torch.channels_last)
-        model, opt = fabric.setup(ienet, ie_opt)
-        loader = fabric.setup_dataloaders(
-            _loader(
-                data.train, bs, True, cfg.seed + epoch, cfg.data.num_workers, drop_last=len(data.train) > bs
-            )
+
+        def ie_step(model, batch):
+            x = _prep(batch["image"], t)
+            return ie_loss(model, x, cfg.ienet.lambda_kl, cfg.ienet.lambda_rec, cfg.ienet.use_info)[:2]
+
+        def ie_loader(ep: int) -> DataLoader:
+            return _loader(data.train, bs, True, cfg.seed + ep, cfg.data.num_workers, len(data.train) > bs)
+
+        epoch = _fit_stage(
+            fabric,
+            "stage 1 IE-Net",
+            ienet,
+            ie_opt,
+            ie_loader,
+            ie_step,
+            t.ie_epochs,
+            epoch,
+            history["ienet"],
+            lambda ep: snapshot("ienet", ep),
+            t.max_minutes,
+            progress,
         )
-        start = time.perf_counter()
-        bar = _epoch_bar(t.ie_epochs, epoch, "stage 1 IE-Net", progress and fabric.is_global_zero)
-        while epoch < t.ie_epochs:
-            model.train()
-            rows = []
-            for batch in loader:
-                x = _prep(batch["image"], t)
-                loss, parts, _ = ie_loss(
-                    model, x, cfg.ienet.lambda_kl, cfg.ienet.lambda_rec, cfg.ienet.use_info
-                )
-                opt.zero_grad(set_to_none=True)
-                fabric.backward(loss)
-                opt.step()
-                rows.append(parts)
-            epoch += 1
-            history["ienet"].append({"epoch": epoch, **_mean(rows), "seconds": time.perf_counter() - start})
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in _mean(rows).items()})
-            snapshot("ienet", epoch)
-            if t.max_minutes and time.perf_counter() - start > 60 * t.max_minutes:
-                log.warning("stage 1 stopped after %d epochs (train.max_minutes=%s)", epoch, t.max_minutes)
-                break
-        bar.close()
         stage, epoch = ("expert" if expert is not None else "calibrate"), 0
         snapshot(stage, 0)
 
@@ -193,34 +184,32 @@ def train(
     device = fabric.device
     ienet.to(device)
     if stage == "expert":
-        xs, ms = _impressions(ienet, data.train, bs, device)  # m computed once, not every epoch
-        model, opt = fabric.setup(expert, ex_opt)
-        loader = fabric.setup_dataloaders(
-            _loader(TensorDataset(xs, ms), bs, True, cfg.seed + 1000 + epoch, 0, drop_last=len(xs) > bs)
-        )
-        start = time.perf_counter()
-        bar = _epoch_bar(t.expert_epochs, epoch, "stage 2 Expert-Net", progress and fabric.is_global_zero)
+        pairs = TensorDataset(*_impressions(ienet, data.train, bs, device))  # m computed once, not per epoch
         e = cfg.expert
-        while epoch < t.expert_epochs:
-            model.train()
-            rows = []
-            for x, m in loader:
-                if t.augment_flip and torch.rand(()) < 0.5:
-                    x, m = x.flip(-1), m.flip(-1)
-                loss, parts, _ = expert_loss(model, x, m, e.lambda_x, e.lambda_m, e.lambda_s)
-                opt.zero_grad(set_to_none=True)
-                fabric.backward(loss)
-                opt.step()
-                rows.append(parts)
-            epoch += 1
-            history["expert"].append({"epoch": epoch, **_mean(rows), "seconds": time.perf_counter() - start})
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in _mean(rows).items()})
-            snapshot("expert", epoch)
-            if t.max_minutes and time.perf_counter() - start > 60 * t.max_minutes:
-                log.warning("stage 2 stopped after %d epochs (train.max_minutes=%s)", epoch, t.max_minutes)
-                break
-        bar.close()
+
+        def expert_step(model, batch):
+            x, m = batch
+            if t.augment_flip and torch.rand(()) < 0.5:
+                x, m = x.flip(-1), m.flip(-1)
+            return expert_loss(model, x, m, e.lambda_x, e.lambda_m, e.lambda_s)[:2]
+
+        def expert_loader(ep: int) -> DataLoader:
+            return _loader(pairs, bs, True, cfg.seed + 1000 + ep, 0, len(pairs) > bs)
+
+        epoch = _fit_stage(
+            fabric,
+            "stage 2 Expert-Net",
+            expert,
+            ex_opt,
+            expert_loader,
+            expert_step,
+            t.expert_epochs,
+            epoch,
+            history["expert"],
+            lambda ep: snapshot("expert", ep),
+            t.max_minutes,
+            progress,
+        )
         stage = "calibrate"
 
     # ---- calibration on held-out normal images ----------------------------------------------------------
@@ -230,6 +219,40 @@ def train(
     norm = det.calibrate(_loader(data.val, bs, False, cfg.seed, cfg.data.num_workers))
     snapshot("done", epoch, norm)
     return run_dir / "checkpoint.pt"
+
+
+def _fit_stage(
+    fabric, desc, model, opt, make_loader, step, epochs, epoch, history, snapshot, max_minutes, progress
+) -> int:
+    """Train one stage from ``epoch`` to ``epochs``; returns the epoch reached.
+
+    Each epoch's data order comes from its own seed, and the checkpoint holds torch's RNG state, so a resumed
+    run continues exactly as an uninterrupted one would. ``step(model, batch) -> (loss, parts)``.
+    """
+    model, opt = fabric.setup(model, opt)
+    offset = history[-1]["seconds"] if history else 0.0
+    start = time.perf_counter()
+    bar = _epoch_bar(epochs, epoch, desc, progress and fabric.is_global_zero)
+    while epoch < epochs:
+        model.train()
+        rows = []
+        for batch in fabric.setup_dataloaders(make_loader(epoch)):
+            loss, parts = step(model, batch)
+            opt.zero_grad(set_to_none=True)
+            fabric.backward(loss)
+            opt.step()
+            rows.append(parts)
+        epoch += 1
+        means = _mean(rows)
+        history.append({"epoch": epoch, **means, "seconds": offset + time.perf_counter() - start})
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
+        snapshot(epoch)
+        if max_minutes and time.perf_counter() - start > 60 * max_minutes:
+            log.warning("%s stopped after %d epochs (train.max_minutes=%s)", desc, epoch, max_minutes)
+            break
+    bar.close()
+    return epoch
 
 
 def _prep(x: torch.Tensor, t) -> torch.Tensor:

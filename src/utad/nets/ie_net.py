@@ -110,7 +110,11 @@ class IEDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, z_dim, b, b) when spatial, (B, z_dim, 1, 1) when global -> m (B, C, S, S)."""
-        h = self.fc(z) if self.spatial else self.fc(z.flatten(1)).view(-1, self.fc_channels, self.base, self.base)
+        h = (
+            self.fc(z)
+            if self.spatial
+            else self.fc(z.flatten(1)).view(-1, self.fc_channels, self.base, self.base)
+        )
         return torch.sigmoid(self.head(self.blocks(F.leaky_relu(h, 0.2))))
 
 
