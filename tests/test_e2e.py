@@ -199,3 +199,32 @@ def test_resume_continues_from_saved_epoch(tmp_path, monkeypatch):
     for stage in ("ienet", "expert"):
         assert [r["total"] for r in ckpt2["history"][stage]] == [r["total"] for r in ref["history"][stage]]
     assert ckpt2["norm"] == ref["norm"]
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [
+        ["expert.enabled=false"],
+        ["expert.use_naive=false"],
+        ["expert.use_detail=false"],
+        ["ienet.use_info=false"],
+    ],
+)
+def test_ablation_switches_train_and_predict(tmp_path, switch):
+    """Each ablation of Table 2 trains end to end and gives a detector with the right intermediates."""
+    out = tmp_path / "run"
+    overrides = [a for s in switch for a in ("--set", s)]
+    assert (
+        main(["train", "--source", "demo", "--epochs", "1", "--out", str(out), "--quiet", *FAST, *overrides])
+        == 0
+    )
+    det = Detector.load(out)
+    (p,) = det.predict_tensor(torch.rand(1, 3, 32, 32))
+    assert p.impression is not None and np.isfinite(p.anomaly_map).all()
+    if switch == ["expert.enabled=false"]:
+        assert p.reconstruction is None and p.naive_impression is None and det.pm.terms == ("x_m",)
+        assert load_checkpoint(out)["history"]["expert"] == []
+    if switch == ["expert.use_naive=false"]:
+        assert p.reconstruction is not None and p.naive_impression is None and "m_mhat" not in det.pm.terms
+    if switch == ["ienet.use_info=false"]:
+        assert all("info" not in r for r in load_checkpoint(out)["history"]["ienet"])
