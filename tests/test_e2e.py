@@ -150,22 +150,20 @@ def test_resume_continues_from_saved_epoch(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     batches = 68 // 8  # 80 demo train images less 12 held out for validation, batch 8, drop_last
+    three_epochs = [
+        "train",
+        "--source",
+        "demo",
+        "--set",
+        "train.ie_epochs=3",
+        "--set",
+        "train.expert_epochs=1",
+        "--quiet",
+        *FAST,
+        "--out",
+    ]
     monkeypatch.setattr(train_mod, "ie_loss", crash_in_epoch_3)
-    code = main(
-        [
-            "train",
-            "--source",
-            "demo",
-            "--set",
-            "train.ie_epochs=3",
-            "--set",
-            "train.expert_epochs=1",
-            "--out",
-            str(out),
-            "--quiet",
-            *FAST,
-        ]
-    )
+    code = main([*three_epochs, str(out)])
     assert code == 130  # interrupted
     ckpt = load_checkpoint(out)
     assert ckpt["stage"] == "ienet" and ckpt["epoch"] == 2
@@ -177,24 +175,7 @@ def test_resume_continues_from_saved_epoch(tmp_path, monkeypatch):
     assert ckpt2["history"]["ienet"][:2] == ckpt["history"]["ienet"]
     # the resumed run continues exactly as an uninterrupted one
     straight = tmp_path / "straight"
-    assert (
-        main(
-            [
-                "train",
-                "--source",
-                "demo",
-                "--set",
-                "train.ie_epochs=3",
-                "--set",
-                "train.expert_epochs=1",
-                "--out",
-                str(straight),
-                "--quiet",
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert main([*three_epochs, str(straight)]) == 0
     ref = load_checkpoint(straight)
     for stage in ("ienet", "expert"):
         assert [r["total"] for r in ckpt2["history"][stage]] == [r["total"] for r in ref["history"][stage]]
