@@ -209,3 +209,12 @@ def test_ablation_switches_train_and_predict(tmp_path, switch):
         assert p.reconstruction is not None and p.naive_impression is None and "m_mhat" not in det.pm.terms
     if switch == ["ienet.use_info=false"]:
         assert all("info" not in r for r in load_checkpoint(out)["history"]["ienet"])
+
+
+def test_missing_vgg_weights_fail_before_the_run_folder_is_made(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--source", "demo", "--backbone", "vgg19", "--out", str(out), "--quiet", *FAST]) == 2
+    )
+    assert "VGG-19 weights not found" in capsys.readouterr().err and not out.exists()

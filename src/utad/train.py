@@ -95,14 +95,14 @@ def train(
             return run_dir / "checkpoint.pt"
     if cfg is None:
         raise UtadError("train() needs a config unless resume=True")
+    seed_everything(cfg.seed)
+    pm, backbone = build_pm(cfg)  # first: a missing weight file fails before a run folder or data is touched
     prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    seed_everything(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     fabric = _fabric(cfg)
     data = data or build_data(cfg.data, cfg.seed, run_dir.parent / ".utad-cache")
-    pm, backbone = build_pm(cfg)
     if not backbone.pretrained and backbone.name != "none":
         log.warning(
             "PM backbone %s has RANDOM weights: results are not the paper's measurement", backbone.name
