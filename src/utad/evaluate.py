@@ -50,8 +50,9 @@ def evaluate(
 ) -> tuple[dict[str, Any], list[Prediction]]:
     """Metrics dict (keys image_auroc, pixel_auroc, aupro, iou, f1_max, ...) and the predictions."""
     preds = run_detector(det, data.test, batch_size, progress)
+    # labels without decoding the images a second time
     labels = (
-        np.array([data.test[i]["label"] for i in range(len(data.test))])
+        np.asarray(data.test.labels)
         if data.test_samples is None
         else np.array([s.label for s in data.test_samples])
     )
