@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utad.data.images import load_image, load_mask, open_image, resize, to_channels
+from utad.data.images import image_array, mask_array, open_image, resize, to_channels
 from utad.data.samples import Sample
 from utad.errors import DataError
 
@@ -29,16 +29,16 @@ class SampleDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         s = self.samples[i]
-        image = load_image(s.path, self.size, self.channels)
+        img = open_image(s.path)  # each file is decoded once
+        image = image_array(img, self.size, self.channels)
         if s.mask is not None:
-            img_size = open_image(s.path).size
-            mask_size = open_image(s.mask).size
-            if img_size != mask_size:
+            mask_img = open_image(s.mask)
+            if img.size != mask_img.size:
                 raise DataError(
-                    f"{s.mask}: mask size {mask_size[0]}x{mask_size[1]} differs from its image "
-                    f"{s.path} ({img_size[0]}x{img_size[1]})"
+                    f"{s.mask}: mask size {mask_img.size[0]}x{mask_img.size[1]} differs from its image "
+                    f"{s.path} ({img.size[0]}x{img.size[1]})"
                 )
-            mask = load_mask(s.mask, self.size)
+            mask = mask_array(mask_img, self.size)
         else:
             mask = np.zeros((self.size, self.size), dtype=bool)
         return {

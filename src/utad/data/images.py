@@ -69,9 +69,14 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None, chan
     ``size=None`` keeps the original size. Grey images are repeated to 3 channels when ``channels == 3``;
     colour images are converted to luminance when ``channels == 1``.
     """
+    return image_array(open_image(path), size, channels)
+
+
+def image_array(img: Image.Image, size: int | tuple[int, int] | None, channels: int = 3) -> np.ndarray:
+    """A decoded PIL image as float32 (H, W, channels) in [0, 1], resized (see ``load_image``)."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    return resize(to_channels(_to_float(open_image(path)), channels), size)
+    return resize(to_channels(_to_float(img), channels), size)
 
 
 def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
@@ -105,7 +110,12 @@ def resize(arr: np.ndarray, size: int | tuple[int, int] | None) -> np.ndarray:
 
 def load_mask(path: str | os.PathLike, size: int | tuple[int, int] | None) -> np.ndarray:
     """Load a ground-truth mask as bool (H, W): any non-zero pixel is a defect, binarised after resizing."""
-    arr = _to_float(open_image(path))
+    return mask_array(open_image(path), size)
+
+
+def mask_array(img: Image.Image, size: int | tuple[int, int] | None) -> np.ndarray:
+    """A decoded PIL mask as bool (H, W), binarised after resizing (see ``load_mask``)."""
+    arr = _to_float(img)
     if arr.ndim == 3:
         arr = arr.max(axis=-1)
     binary = (arr > 0).astype(np.float32)[..., None]
