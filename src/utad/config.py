@@ -67,6 +67,9 @@ class ExpertNetConfig:
     mlp_dim: int = 256  # hidden width of the MLP producing AdaIN's gamma and beta from s
     use_detail: bool = True  # E_S on; False is "without E_S": AdaIN fed from s ~ N(0, 1)
     use_naive: bool = True  # m^ branch on; False drops m^ and the phi(m, m^) term ("without m^ guidance")
+    residual: bool = (
+        False  # x^ = sigmoid(logit(m) + D_X^A(...)): the expert adds details to m (beyond the paper)
+    )
     lambda_x: float = 10.0  # weight of |x^ - x|_1
     lambda_m: float = 10.0  # weight of |m^ - m|_1
     lambda_s: float = 1.0  # weight of |E_S(x^) - s|_1
@@ -100,6 +103,9 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     channels_last: bool = False  # channels-last memory format (faster convolutions on some CPUs)
     max_minutes: float | None = None  # stop a stage early after this many minutes (checkpoint kept)
+    lr_schedule: str = "constant"  # constant (paper) | cosine: lr decays to 0 over each stage's epochs
+    expert_crop: int | None = None  # stage 2 on random crops of this side from the (x, m) pairs (None: whole)
+    val_fidelity: bool = True  # after every epoch, phi(x, m) and phi(x, x^) on the validation images
 
 
 @dataclass

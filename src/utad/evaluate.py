@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from utad.data.bundle import DataBundle
 from utad.data.images import load_mask, open_image
 from utad.detector import Detector, Prediction
+from utad.fidelity import FidelityMeter
 from utad.metrics import aupro, f1_max, image_auroc, iou, pixel_auroc
 
 
@@ -27,6 +28,22 @@ def run_detector(det: Detector, dataset, batch_size: int = 8, progress: bool = T
     for batch in tqdm(loader, desc="test", unit="batch", disable=not progress, dynamic_ncols=True):
         preds += det.predict_tensor(batch["image"], list(batch["path"]))
     return preds
+
+
+def normal_fidelity(det: Detector, preds: list[Prediction], labels: np.ndarray, batch_size: int = 8) -> dict:
+    """Fidelity (``utad.fidelity``) of x^ and m on the normal test images, with the detector's measurement."""
+    meter = FidelityMeter(det.pm)
+    normal = [p for p, y in zip(preds, labels, strict=True) if y == 0]
+    device = det.kernel.device
+
+    def stack(arrays) -> torch.Tensor:
+        return torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy()).to(device)
+
+    for i in range(0, len(normal), batch_size):
+        chunk = normal[i : i + batch_size]
+        x_hat = None if chunk[0].reconstruction is None else stack([p.reconstruction for p in chunk])
+        meter.update(stack([p.image for p in chunk]), stack([p.impression for p in chunk]), x_hat)
+    return meter.result()
 
 
 def _native_masks(data: DataBundle) -> tuple[np.ndarray, tuple[int, int]] | None:
@@ -69,6 +86,7 @@ def evaluate(
         "iou_pooling": "set: |pred & gt| / |pred | gt| summed over every test pixel",
         "n_test": len(preds),
         "n_anomalous": int(labels.sum()),
+        "fidelity": normal_fidelity(det, preds, labels, batch_size),
     }
     if data.has_masks:
         native = _native_masks(data)

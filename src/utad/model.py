@@ -39,6 +39,7 @@ def build_expert(cfg: UtadConfig) -> ExpertNet | None:
         mlp_dim=c.mlp_dim,
         use_detail=c.use_detail,
         use_naive=c.use_naive,
+        residual=c.residual,
     )
 
 

@@ -85,18 +85,82 @@ def save_panel(
 
 
 def save_learning_curve(history: dict, path: str | os.PathLike) -> Path:
-    """Loss per epoch of both stages."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-    for ax, stage in zip(axes, ("ienet", "expert"), strict=True):
+    """Loss terms per epoch of both stages, and the validation fidelity (``utad.fidelity``) per epoch:
+    phi(x, m) and phi(x, x^) on the held-out normal images and their ratio, the fidelity gain."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    for ax, stage in zip(axes[:2], ("ienet", "expert"), strict=True):
         rows = history.get(stage) or []
-        for key in rows[0].keys() if rows else []:
-            if key in ("epoch", "seconds"):
-                continue
+        keys = [
+            k for k in (rows[0] if rows else {}) if k not in ("epoch", "seconds") and not k.startswith("val_")
+        ]
+        for key in keys:
             ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], label=key)
-        ax.set_title({"ienet": "stage 1: IE-Net", "expert": "stage 2: Expert-Net"}[stage])
+        ax.set_title({"ienet": "stage 1: IE-Net losses", "expert": "stage 2: Expert-Net losses"}[stage])
         ax.set_xlabel("epoch")
         ax.set_yscale("log")
-        if rows:
+        if keys:
             ax.legend(fontsize=7)
+    ax = axes[2]
+    ie, ex = history.get("ienet") or [], history.get("expert") or []
+    n_ie = len(ie)
+    if any("val_phi_x_m" in r for r in ie + ex):
+        ax.plot([r["epoch"] for r in ie], [r.get("val_phi_x_m") for r in ie], label="phi(x, m), stage 1")
+        ax.plot(
+            [n_ie + r["epoch"] for r in ex],
+            [r.get("val_phi_x_xhat") for r in ex],
+            label="phi(x, x^), stage 2",
+        )
+        if ex:
+            gx = ax.twinx()
+            gx.plot([n_ie + r["epoch"] for r in ex], [r.get("val_gain") for r in ex], "k--", label="gain")
+            gx.axhline(1.0, color="grey", lw=0.5)
+            gx.set_ylabel("fidelity gain phi(x,m)/phi(x,x^)", fontsize=7)
+            gx.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("validation fidelity (normal images)")
+    ax.set_xlabel("epoch (stage 1, then stage 2)")
     fig.tight_layout()
     return _save_fig(fig, path)
+
+
+def _zoom(a: np.ndarray, centre: tuple[int, int], factor: int) -> np.ndarray:
+    """The (H/factor, W/factor) window of (H, W, 3) ``a`` around ``centre``, enlarged back to (H, W) by pixel
+    repetition (no interpolation, so blur in the picture is blur in the image)."""
+    h, w = a.shape[:2]
+    ch, cw = max(1, h // factor), max(1, w // factor)
+    top = int(np.clip(centre[0] - ch // 2, 0, h - ch))
+    left = int(np.clip(centre[1] - cw // 2, 0, w - cw))
+    crop = a[top : top + ch, left : left + cw]
+    return np.repeat(np.repeat(crop, factor, axis=0), factor, axis=1)[:h, :w]
+
+
+def fidelity_mosaic(preds: list[Prediction], zoom: int = 4) -> np.ndarray:
+    """(rows, cols) mosaic at the model's full resolution: per image x, m, x^, then the same three zoomed
+    ``zoom``x around the maximum of e, so that a blurry m or x^ shows pixel for pixel. uint8 (H', W', 3)."""
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for p in preds:
+        images = [_rgb(p.image), _rgb(p.impression)]
+        images.append(_rgb(p.reconstruction) if p.reconstruction is not None else np.zeros_like(images[0]))
+        centre = np.unravel_index(int(np.argmax(p.anomaly_map)), p.anomaly_map.shape)
+        tiles = images + [_zoom(a, centre, zoom) for a in images]
+        sep = np.ones((tiles[0].shape[0], 2, 3))
+        rows.append(np.concatenate([t for tile in tiles for t in (tile, sep)][:-1], axis=1))
+    body = np.concatenate([r for row in rows for r in (row, np.ones((2, row.shape[1], 3)))][:-1], axis=0)
+    body = (np.clip(body, 0, 1) * 255).astype(np.uint8)
+    header = Image.new("RGB", (body.shape[1], 14), "white")
+    draw = ImageDraw.Draw(header)
+    tile_w = preds[0].image.shape[1] + 2
+    names = ["x", "m", "x^", f"x {zoom}x", f"m {zoom}x", f"x^ {zoom}x"]
+    for i, name in enumerate(names):
+        draw.text((i * tile_w + 3, 1), name, fill="black")
+    return np.concatenate([np.asarray(header), body], axis=0)
+
+
+def save_fidelity_panel(preds: list[Prediction], path: str | os.PathLike, zoom: int = 4) -> Path:
+    """``fidelity.png``: ``fidelity_mosaic`` written as a PNG at 1:1 pixels."""
+    from PIL import Image
+
+    mosaic = fidelity_mosaic(preds, zoom)
+    return atomic_write(Path(path), lambda f: Image.fromarray(mosaic).save(f, format="PNG"))

@@ -9,6 +9,7 @@ images and the normalisation statistics go into the checkpoint. ``seed`` makes C
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from utad.config import UtadConfig, dump_yaml, from_dict, to_dict
 from utad.data.bundle import DataBundle, build_data
 from utad.detector import Detector
 from utad.errors import UtadError
+from utad.fidelity import measure_fidelity
 from utad.io import prepare_run_dir, write_json, write_text
 from utad.losses import expert_loss, ie_loss
 from utad.model import build_expert, build_ienet, build_pm
@@ -150,6 +152,8 @@ def train(
 
     t = cfg.train
     bs = min(t.batch_size, len(data.train))
+    pm.to(fabric.device)
+    val_loader = _loader(data.val, bs, False, cfg.seed, cfg.data.num_workers)
     # ---- stage 1: IE-Net --------------------------------------------------------------------------------
     if stage == "ienet":
         if t.channels_last:  # ~2x faster for the inception network on CPU (benchmarks/profile_step.py)
@@ -161,6 +165,10 @@ def train(
 
         def ie_loader(ep: int) -> DataLoader:
             return _loader(data.train, bs, True, cfg.seed + ep, cfg.data.num_workers, len(data.train) > bs)
+
+        def ie_validate() -> dict[str, float]:
+            f = measure_fidelity(ienet, None, pm, val_loader, fabric.device, with_ssim=False)
+            return {"val_phi_x_m": f["phi_x_m"]}
 
         epoch = _fit_stage(
             fabric,
@@ -175,6 +183,9 @@ def train(
             lambda ep: snapshot("ienet", ep),
             t.max_minutes,
             progress,
+            t.ie_lr,
+            t.lr_schedule,
+            ie_validate if t.val_fidelity else None,
         )
         stage, epoch = ("expert" if expert is not None else "calibrate"), 0
         snapshot(stage, 0)
@@ -191,7 +202,13 @@ def train(
             x, m = batch
             if t.augment_flip and torch.rand(()) < 0.5:
                 x, m = x.flip(-1), m.flip(-1)
+            if t.expert_crop:
+                x, m = random_crop(x, m, size=t.expert_crop)
             return expert_loss(model, x, m, e.lambda_x, e.lambda_m, e.lambda_s)[:2]
+
+        def expert_validate() -> dict[str, float]:
+            f = measure_fidelity(ienet, expert, pm, val_loader, fabric.device, with_ssim=False)
+            return {"val_phi_x_m": f["phi_x_m"], "val_phi_x_xhat": f["phi_x_xhat"], "val_gain": f["gain"]}
 
         def expert_loader(ep: int) -> DataLoader:
             return _loader(pairs, bs, True, cfg.seed + 1000 + ep, 0, len(pairs) > bs)
@@ -209,6 +226,9 @@ def train(
             lambda ep: snapshot("expert", ep),
             t.max_minutes,
             progress,
+            t.expert_lr,
+            t.lr_schedule,
+            expert_validate if t.val_fidelity else None,
         )
         stage = "calibrate"
 
@@ -216,24 +236,68 @@ def train(
     if expert is not None:
         expert.to(device).eval()
     det = Detector(ienet, expert, pm, cfg.detect, image_size=cfg.data.image_size).to(device).eval()
-    norm = det.calibrate(_loader(data.val, bs, False, cfg.seed, cfg.data.num_workers))
+    norm = det.calibrate(val_loader)
     snapshot("done", epoch, norm)
     return run_dir / "checkpoint.pt"
 
 
+def lr_at(base_lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """Learning rate of an epoch (0-based): ``constant`` (the paper) or ``cosine`` decay from base_lr to 0.
+
+    A pure function of the epoch, so a resumed run needs no scheduler state to continue exactly.
+    """
+    if schedule == "constant":
+        return base_lr
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+    raise UtadError(f"train.lr_schedule must be constant or cosine, got {schedule!r}")
+
+
+def random_crop(*images: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """The same random ``size`` x ``size`` window of each (B, C, H, W) tensor, drawn per sample (torch's RNG)."""
+    b, _, h, w = images[0].shape
+    if size >= min(h, w):
+        return images
+    top = torch.randint(0, h - size + 1, (b,))
+    left = torch.randint(0, w - size + 1, (b,))
+    out = []
+    for im in images:
+        out.append(
+            torch.stack([im[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(zip(top, left))])
+        )
+    return tuple(out)
+
+
 def _fit_stage(
-    fabric, desc, model, opt, make_loader, step, epochs, epoch, history, snapshot, max_minutes, progress
+    fabric,
+    desc,
+    model,
+    opt,
+    make_loader,
+    step,
+    epochs,
+    epoch,
+    history,
+    snapshot,
+    max_minutes,
+    progress,
+    base_lr,
+    schedule="constant",
+    validate=None,
 ) -> int:
     """Train one stage from ``epoch`` to ``epochs``; returns the epoch reached.
 
     Each epoch's data order comes from its own seed, and the checkpoint holds torch's RNG state, so a resumed
-    run continues exactly as an uninterrupted one would. ``step(model, batch) -> (loss, parts)``.
+    run continues exactly as an uninterrupted one would. ``step(model, batch) -> (loss, parts)``;
+    ``validate() -> dict`` (optional) adds validation numbers (the fidelity) to each epoch's history row.
     """
     model, opt = fabric.setup(model, opt)
     offset = history[-1]["seconds"] if history else 0.0
-    start = time.perf_counter()
+    start, val_seconds = time.perf_counter(), 0.0
     bar = _epoch_bar(epochs, epoch, desc, progress and fabric.is_global_zero)
     while epoch < epochs:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(base_lr, schedule, epoch, epochs)
         model.train()
         rows = []
         for batch in fabric.setup_dataloaders(make_loader(epoch)):
@@ -244,7 +308,11 @@ def _fit_stage(
             rows.append(parts)
         epoch += 1
         means = _mean(rows)
-        history.append({"epoch": epoch, **means, "seconds": offset + time.perf_counter() - start})
+        seconds = offset + time.perf_counter() - start - val_seconds  # training time, validation excluded
+        t0 = time.perf_counter()
+        extra = validate() if validate is not None else {}
+        val_seconds += time.perf_counter() - t0
+        history.append({"epoch": epoch, **means, **extra, "seconds": seconds})
         bar.update(1)
         bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
         snapshot(epoch)

@@ -15,6 +15,11 @@ Choices (``ExpertNetConfig``), following MUNIT's defaults:
   pooling: ``s`` (B, detail_dim).
 * Networks take and return images in [0, 1]; internally [-1, 1] with a tanh output, as MUNIT.
 * The MLP's last bias starts at gamma = 1, beta = 0, so AdaIN starts as plain instance normalisation.
+* ``residual=True`` (a choice beyond MUNIT, off in the paper presets): D_X^A predicts the details to add to m
+  rather than the whole image, ``x^ = sigmoid(logit(m) + D_X^A(E_X^A(m), s))``, its last convolution starting at
+  zero so that x^ = m before training. x still reaches D_X^A only through s, so defects cannot leak in; what
+  changes is that the expert no longer has to re-learn the structure m already has and spends its capacity on
+  the details (the fidelity issue: without it a CPU-budget expert returned x^ blurrier than m).
 * Without E_S (ablation, ``use_detail=False``): ``s ~ N(0, 1)`` while training; at inference ``s = 0`` (the mean
   of N(0, 1)) so the detector stays deterministic.
 """
@@ -75,6 +80,7 @@ class Decoder(nn.Module):
         return sum(b.n_params for b in self.res) if self.adaptive else 0
 
     def forward(self, h: torch.Tensor, adain_params: torch.Tensor | None = None) -> torch.Tensor:
+        """Content code h (B, dim, b, b) -> output before the final activation (B, C, H, W)."""
         offset = 0
         for block in self.res:
             if self.adaptive:
@@ -83,7 +89,7 @@ class Decoder(nn.Module):
                 offset += n
             else:
                 h = block(h)
-        return torch.tanh(self.up(h))
+        return self.up(h)
 
 
 class DetailExtractor(nn.Module):
@@ -115,9 +121,11 @@ class ExpertNet(nn.Module):
         mlp_dim: int = 256,
         use_detail: bool = True,
         use_naive: bool = True,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.use_detail, self.use_naive, self.detail_dim = use_detail, use_naive, detail_dim
+        self.residual = residual
         self.enc_a = ContentEncoder(in_channels, dim, downsample, res_blocks)  # E_X^A
         self.dec_a = Decoder(
             self.enc_a.out_channels, in_channels, downsample, res_blocks, adaptive=True
@@ -135,6 +143,10 @@ class ExpertNet(nn.Module):
             last.bias.zero_()
             if n:
                 last.bias.view(-1, 2, self.enc_a.out_channels)[:, 0] = 1.0
+        if residual:  # x^ = m before training: the expert learns only the details to add
+            last_conv = self.dec_a.up[-1].conv
+            nn.init.zeros_(last_conv.weight)
+            nn.init.zeros_(last_conv.bias)
         if use_naive:
             self.enc_b = ContentEncoder(in_channels, dim, downsample, res_blocks)  # E_X^B
             self.dec_b = Decoder(self.enc_b.out_channels, in_channels, downsample, res_blocks, adaptive=False)
@@ -147,12 +159,15 @@ class ExpertNet(nn.Module):
         return torch.randn(shape, device=x.device) if self.training else x.new_zeros(shape)
 
     def reconstruct(self, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """x^ = D_X^A(E_X^A(m), s), in [0, 1]."""
-        return (self.dec_a(self.enc_a(m * 2 - 1), self.mlp(s)) + 1) / 2
+        """x^ = D_X^A(E_X^A(m), s), in [0, 1] (with ``residual``: sigmoid(logit(m) + D_X^A(...)))."""
+        y = self.dec_a(self.enc_a(m * 2 - 1), self.mlp(s))
+        if self.residual:
+            return torch.sigmoid(torch.logit(m, eps=1e-4) + y)
+        return (torch.tanh(y) + 1) / 2
 
     def naive_impression(self, x: torch.Tensor) -> torch.Tensor:
         """m^ = D_X^B(E_X^B(x)), in [0, 1]."""
-        return (self.dec_b(self.enc_b(x * 2 - 1)) + 1) / 2
+        return (torch.tanh(self.dec_b(self.enc_b(x * 2 - 1))) + 1) / 2
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> ExpertOutput:
         """x, m (B, C, H, W) in [0, 1] -> ExpertOutput(x^, m^, s)."""

@@ -165,24 +165,40 @@ class PerceptualMeasurement(nn.Module):
             images = images.expand(-1, 3, -1, -1)
         return self.backbone((images - self.mean) / self.std, self.layers)
 
+    def distances(self, pairs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """phi(a, b) = sum_l lambda_l * phi_l(a, b) for each named pair, (B, C, H, W) each -> (B, 1, H, W).
+
+        One backbone pass over every distinct image of all pairs (an image in two pairs is read once).
+        """
+        a0 = next(iter(pairs.values()))[0]
+        size, b = a0.shape[-2:], a0.shape[0]
+        if self.backbone is None:  # pixel-space L1, channel mean
+            return {k: (p - q).abs().mean(dim=1, keepdim=True) for k, (p, q) in pairs.items()}
+        images = {id(t): t for pair in pairs.values() for t in pair}
+        keys = list(images)
+        feats = self.features(torch.cat([images[k] for k in keys]))
+        out = {k: a0.new_zeros(b, 1, *size) for k in pairs}
+        for f, w in zip(feats, self.layer_weights, strict=True):
+            chunks = dict(zip(keys, f.split(b), strict=True))
+            for name, (p, q) in pairs.items():
+                d = (chunks[id(p)] - chunks[id(q)]).abs().mean(dim=1, keepdim=True)
+                out[name] = out[name] + w * F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+        return out
+
+    def term_maps(
+        self, x: torch.Tensor, m: torch.Tensor, x_hat: torch.Tensor | None, m_hat: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """The Eq. 8 terms this measurement uses, each (B, 1, H, W): ``{"x_xhat": phi(x, x^), ...}``."""
+        pairs = {"x_xhat": (x, x_hat), "m_mhat": (m, m_hat), "x_m": (x, m)}
+        used = {
+            t: (a, b) for t, (a, b) in pairs.items() if t in self.terms and a is not None and b is not None
+        }
+        if not used:
+            raise UtadError(f"PM terms {list(self.terms)} need images that this model does not produce")
+        return self.distances(used)
+
     def forward(
         self, x: torch.Tensor, m: torch.Tensor, x_hat: torch.Tensor | None, m_hat: torch.Tensor | None
     ) -> torch.Tensor:
-        pairs = {"x_xhat": (x, x_hat), "m_mhat": (m, m_hat), "x_m": (x, m)}
-        used = [(a, b) for t, (a, b) in pairs.items() if t in self.terms and a is not None and b is not None]
-        if not used:
-            raise UtadError(f"PM terms {list(self.terms)} need images that this model does not produce")
-        size = x.shape[-2:]
-        if self.backbone is None:  # pixel-space L1, channel mean
-            return sum((a - b).abs().mean(dim=1, keepdim=True) for a, b in used)
-        # one backbone pass over every distinct image
-        images = {id(t): t for pair in used for t in pair}
-        keys = list(images)
-        feats = self.features(torch.cat([images[k] for k in keys]))
-        b = x.shape[0]
-        e = x.new_zeros(b, 1, *size)
-        for f, w in zip(feats, self.layer_weights, strict=True):
-            chunks = dict(zip(keys, f.split(b), strict=True))
-            d = sum((chunks[id(p)] - chunks[id(q)]).abs().mean(dim=1, keepdim=True) for p, q in used)
-            e = e + w * F.interpolate(d, size=size, mode="bilinear", align_corners=False)
-        return e
+        """e (B, 1, H, W), Eq. 8: the sum of the term maps."""
+        return sum(self.term_maps(x, m, x_hat, m_hat).values())

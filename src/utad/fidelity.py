@@ -1,0 +1,91 @@
+"""Fidelity of the second stage: how much of the impression's gap to x the expert's x^ closes (Sec. 3.2).
+
+The paper's argument (Fig. 6-7) is that m is anomaly-free but blurry and x^ restores the normal details, so on
+anomaly-free images x^ must be much closer to x than m is. Measured on normal images only, with the run's own
+measurement (the PM backbone and layers, or pixels when ``pm.distance=pixel``):
+
+* ``phi_x_xhat``, ``phi_x_m``: the mean over pixels and images of the distance maps phi(x, x^) and phi(x, m)
+  (Eq. 8's terms, lambda-weighted sum over layers);
+* ``gain = phi_x_m / phi_x_xhat``: the *fidelity gain*, > 1 when x^ is closer to x than m is (2 means x^ is half
+  as far from x as m is), < 1 when the expert makes things worse;
+* ``ssim_x_xhat``, ``ssim_x_m``: mean SSIM (Wang et al. 2004; 7x7 window, data range 1) over images, so blur is
+  visible in a second, backbone-free number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+
+from utad.nets.perceptual import PerceptualMeasurement
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two (H, W, C) images in [0, 1] (channel mean; 7x7 uniform window as scikit-image)."""
+    return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0))
+
+
+@dataclass
+class FidelityMeter:
+    """Accumulates phi(x, x^), phi(x, m) and SSIMs over batches of normal images; ``result()`` summarises."""
+
+    pm: PerceptualMeasurement
+    with_ssim: bool = True
+    _sums: dict[str, float] = field(default_factory=lambda: {"x_xhat": 0.0, "x_m": 0.0})
+    _ssim: dict[str, list[float]] = field(default_factory=lambda: {"x_xhat": [], "x_m": []})
+    _n: int = 0
+    _has_xhat: bool = False
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, m: torch.Tensor, x_hat: torch.Tensor | None) -> None:
+        """x, m, x^ (B, C, H, W) in [0, 1]; x^ None when the model has no Expert-Net."""
+        pairs = {"x_m": (x, m)}
+        if x_hat is not None:
+            pairs["x_xhat"] = (x, x_hat)
+            self._has_xhat = True
+        maps = self.pm.distances(pairs)
+        for k, d in maps.items():
+            self._sums[k] += float(d.mean(dim=(1, 2, 3)).sum())
+        if self.with_ssim:
+            for k, (_, b) in pairs.items():
+                xs, bs = x.permute(0, 2, 3, 1).cpu().numpy(), b.permute(0, 2, 3, 1).cpu().numpy()
+                self._ssim[k] += [ssim(p, q) for p, q in zip(xs, bs, strict=True)]
+        self._n += x.shape[0]
+
+    def result(self) -> dict[str, float | int | None]:
+        n = max(self._n, 1)
+        phi_xh = self._sums["x_xhat"] / n if self._has_xhat else None
+        phi_m = self._sums["x_m"] / n
+        out: dict[str, float | int | None] = {
+            "n_images": self._n,
+            "phi_x_xhat": phi_xh,
+            "phi_x_m": phi_m,
+            "gain": (phi_m / phi_xh) if phi_xh else None,
+        }
+        if self.with_ssim:
+            out["ssim_x_xhat"] = float(np.mean(self._ssim["x_xhat"])) if self._ssim["x_xhat"] else None
+            out["ssim_x_m"] = float(np.mean(self._ssim["x_m"])) if self._ssim["x_m"] else None
+        return out
+
+
+@torch.no_grad()
+def measure_fidelity(
+    ienet, expert, pm: PerceptualMeasurement, loader, device, with_ssim: bool = True
+) -> dict:
+    """Fidelity of (IE-Net, Expert-Net) on the normal images of ``loader`` (batches with ``"image"``)."""
+    meter = FidelityMeter(pm, with_ssim=with_ssim)
+    was = (ienet.training, expert.training if expert is not None else False)
+    ienet.eval()
+    if expert is not None:
+        expert.eval()
+    for batch in loader:
+        x = batch["image"].to(device)
+        m = ienet.impression(x)
+        meter.update(x, m, expert(x, m).x_hat if expert is not None else None)
+    ienet.train(was[0])
+    if expert is not None:
+        expert.train(was[1])
+    return meter.result()
