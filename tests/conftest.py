@@ -34,3 +34,23 @@ def tiny_mvtec(tmp_path: Path) -> Path:
         mask[8:16, 8:20] = 255
         save(root / "ground_truth" / "crack" / f"{i:03d}_mask.png", mask)
     return root
+
+
+# A tiny UTAD configuration for end-to-end tests: 32 px, narrow networks (seconds per epoch).
+FAST = [
+    *("--set", "data.image_size=32", "--set", "data.demo_size=64", "--set", "ienet.width=4"),
+    *("--set", "ienet.max_width=32", "--set", "expert.dim=8", "--set", "train.batch_size=8"),
+]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One tiny demo run (2 + 2 epochs, seed 0), trained once and shared by every test that only reads it."""
+    from utad.cli import main
+
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    code = main(
+        ["train", "--source", "demo", "--epochs", "2", "--seed", "0", "--out", str(out), "--quiet", *FAST]
+    )
+    assert code == 0
+    return out

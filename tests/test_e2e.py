@@ -12,30 +12,7 @@ from utad.checkpoint import load_checkpoint, save_checkpoint
 from utad.cli import main
 from utad.detector import Detector
 
-FAST = [
-    "--set",
-    "data.image_size=32",
-    "--set",
-    "data.demo_size=64",
-    "--set",
-    "ienet.width=4",
-    "--set",
-    "ienet.max_width=32",
-    "--set",
-    "expert.dim=8",
-    "--set",
-    "train.batch_size=8",
-]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("e2e") / "run"
-    code = main(
-        ["train", "--source", "demo", "--epochs", "2", "--seed", "0", "--out", str(out), "--quiet", *FAST]
-    )
-    assert code == 0
-    return out
+from .conftest import FAST
 
 
 def test_train_writes_run(trained_run):

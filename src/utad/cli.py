@@ -62,6 +62,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _print_metrics(metrics: dict) -> None:
     keys = ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max")
     print("  ".join(f"{k} {metrics[k]:.4f}" for k in keys if metrics.get(k) is not None))
+    f = metrics.get("fidelity") or {}
+    if f.get("gain") is not None:
+        print(
+            f"fidelity on {f['n_images']} normal test images: phi(x, m) {f['phi_x_m']:.4f}, "
+            f"phi(x, x^) {f['phi_x_xhat']:.4f}, gain {f['gain']:.2f}; "
+            f"SSIM(x, x^) {f['ssim_x_xhat']:.3f} vs SSIM(x, m) {f['ssim_x_m']:.3f}"
+        )
     b = metrics["backbone"]
     print(f"backbone: {b['name']} ({b['weights']})")
     if metrics.get("warning"):
@@ -80,10 +87,17 @@ def _cmd_test(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from utad.runs import predict_images
 
-    rows = predict_images(args.run, args.inputs, args.out, overwrite=args.overwrite)
+    summary = predict_images(
+        args.run, args.inputs, args.out, overwrite=args.overwrite, progress=not args.quiet
+    )
+    rows, skipped = summary["rows"], summary["skipped"]
     n_bad = sum(r["anomalous"] for r in rows)
     print(f"{len(rows)} images, {n_bad} anomalous; wrote {args.out}/scores.csv, maps/, masks/, overlays/")
-    return 0
+    if skipped:
+        print(f"skipped {len(skipped)} input(s) (listed in {args.out}/predict.json):")
+        for s in skipped:
+            print(f"  {s['path']}: {s['reason']}")
+    return 1 if skipped and args.strict else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -163,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="image files or folders")
     pr.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
     pr.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
+    pr.add_argument("--strict", action="store_true", help="exit 1 when any input was skipped as unreadable")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
 
     de = sub.add_parser("demo", help="train and test on the built-in demo data (cpu-fast preset)")

@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from utad.checkpoint import load_checkpoint
 from utad.config import UtadConfig, apply_override, from_dict, load_config, to_dict
 from utad.data.bundle import DataBundle, build_data
-from utad.data.images import is_image_file, load_mask
-from utad.data.samples import list_images
+from utad.data.images import is_image_file, load_image, load_mask
 from utad.detector import Detector
-from utad.errors import UtadError
+from utad.errors import DataError, UtadError
 from utad.evaluate import evaluate
-from utad.io import atomic_write, prepare_run_dir, write_json, write_text
+from utad.io import atomic_write, prepare_run_dir, write_json
 from utad.model import build_pm
-from utad.report import heatmap, overlay, save_learning_curve, save_panel
+from utad.report import heatmap, overlay, save_fidelity_panel, save_learning_curve, save_panel
 from utad.train import train
 
 log = logging.getLogger("utad")
@@ -113,6 +114,7 @@ def test_run(
         " (RANDOM weights)" if metrics["random_backbone_weights"] else ""
     )
     save_panel([preds[i] for i in chosen], out / "report.png", gts, title)
+    save_fidelity_panel([preds[i] for i in chosen], out / "fidelity.png")
     save_learning_curve(ckpt["history"], out / "learning_curve.png")
     return metrics
 
@@ -122,9 +124,19 @@ def _png(path: Path, array: np.ndarray) -> None:
 
 
 def _output_names(files: list[Path]) -> list[str]:
-    """File stems for the outputs; inputs whose stems collide get their folder name in front (and an index)."""
-    stems = [f.stem for f in files]
-    names = [f"{f.parent.name}_{f.stem}" if stems.count(f.stem) > 1 else f.stem for f in files]
+    """Output stems, one per input, unique and safe as file names inside ``--out``.
+
+    Only the input's own stem is used (never its folders), with characters outside letters, digits, ``._-``
+    replaced, so no name can climb out of ``--out`` (``..``, separators, absolute paths); stems that collide get
+    their folder's name in front, then an index.
+    """
+
+    def clean(text: str) -> str:
+        text = re.sub(r"[^\w.-]", "_", text).strip(".") or "image"
+        return text[:120]
+
+    stems = [clean(f.stem) for f in files]
+    names = [f"{clean(f.parent.name)}_{st}" if stems.count(st) > 1 else st for f, st in zip(files, stems)]
     seen: dict[str, int] = {}
     out = []
     for n in names:
@@ -133,53 +145,104 @@ def _output_names(files: list[Path]) -> list[str]:
     return out
 
 
-def predict_images(
-    run: str | os.PathLike, inputs: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False
-) -> list[dict[str, Any]]:
-    """Predict image files or folders; writes maps/, masks/, overlays/ and scores.csv into ``out``."""
+def collect_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Image files named directly or found in folders (not recursive), and the inputs skipped with why."""
     files: list[Path] = []
+    skipped: list[dict[str, str]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += list_images(p)
+            for q in sorted(p.iterdir()):
+                if is_image_file(q) and not q.is_file():
+                    skipped.append({"path": str(q), "reason": "not a file (a folder or special file)"})
+                elif is_image_file(q):
+                    files.append(q)
         elif p.is_file():
-            if not is_image_file(p):
-                raise UtadError(f"{p}: not an image file (expected .png, .jpg, .bmp, .tif, .webp)")
-            files.append(p)
+            if is_image_file(p):
+                files.append(p)
+            else:
+                skipped.append(
+                    {"path": str(p), "reason": "not an image file name (.png, .jpg, .bmp, .tif, .webp, .gif)"}
+                )
         else:
-            raise UtadError(f"{p}: file or folder not found")
+            skipped.append({"path": str(p), "reason": "file or folder not found"})
+    return files, skipped
+
+
+def predict_images(
+    run: str | os.PathLike,
+    inputs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Predict image files or folders into ``out``: maps/, masks/, overlays/, scores.csv and predict.json.
+
+    Every readable image is scored; a file that cannot be read (corrupt, truncated, not an image, too large)
+    is skipped and listed with its reason, never stopping the batch. Results are written as they come: each
+    picture atomically, each batch's rows appended to scores.csv and flushed, so a crash keeps what was done.
+    Returns the summary written to predict.json (``rows``, ``skipped``, ...).
+    """
+    files, skipped = collect_inputs(inputs)
+    det = Detector.load(run)  # before the output folder: a bad run leaves nothing behind
     out = prepare_run_dir(out, overwrite=overwrite)
-    det = Detector.load(run)
-    rows = []
+    cfg = det.config
     names = _output_names(files)
-    for pred, stem in zip(det.predict(files), names, strict=True):
-        _png(out / "maps" / f"{stem}.png", heatmap(pred.anomaly_map))
-        _png(out / "masks" / f"{stem}.png", pred.mask.astype(np.uint8) * 255)
-        _png(out / "overlays" / f"{stem}.png", overlay(pred))
-        rows.append(
-            {
-                "path": pred.path,
-                "score": f"{pred.score:.6f}",
-                "anomalous": int(pred.is_anomaly),
-                "anomalous_pixels": int(pred.mask.sum()),
-            }
-        )
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["path", "score", "anomalous", "anomalous_pixels"])
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out / "scores.csv", buf.getvalue())
-    write_json(
-        out / "predict.json",
-        {
-            "run": str(run),
-            "n_images": len(rows),
-            "alpha": det.detect.alpha,
-            "backbone": det.backbone.to_dict(),
-            "normalisation": {"method": det.detect.normalisation, **det.norm},
-        },
-    )
-    return rows
+    fields = ["path", "score", "anomalous", "anomalous_pixels"]
+    rows: list[dict[str, Any]] = []
+    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as csv_file:
+        writer = csv.DictWriter(csv_file, fieldnames=fields)
+        writer.writeheader()
+        batch: list[tuple[int, np.ndarray]] = []
+
+        def flush() -> None:
+            x = torch.from_numpy(np.stack([a for _, a in batch]).transpose(0, 3, 1, 2).copy())
+            preds = det.predict_tensor(x, [str(files[i]) for i, _ in batch])
+            for (i, _), pred in zip(batch, preds, strict=True):
+                stem = names[i]
+                _png(out / "maps" / f"{stem}.png", heatmap(pred.anomaly_map))
+                _png(out / "masks" / f"{stem}.png", pred.mask.astype(np.uint8) * 255)
+                _png(out / "overlays" / f"{stem}.png", overlay(pred))
+                row = {
+                    "path": pred.path,
+                    "score": f"{pred.score:.6f}",
+                    "anomalous": int(pred.is_anomaly),
+                    "anomalous_pixels": int(pred.mask.sum()),
+                }
+                writer.writerow(row)
+                rows.append(row)
+            csv_file.flush()
+            os.fsync(csv_file.fileno())
+            batch.clear()
+
+        bar = tqdm(files, desc="predict", unit="image", disable=not progress, dynamic_ncols=True)
+        for i, path in enumerate(bar):
+            try:
+                batch.append((i, load_image(path, cfg.data.image_size, cfg.data.channels)))
+            except DataError as exc:
+                reason = str(exc).removeprefix(f"{path}: ")
+                skipped.append({"path": str(path), "reason": reason})
+                log.warning("skipped %s: %s", path, reason)
+                continue
+            if len(batch) == batch_size:
+                flush()
+        if batch:
+            flush()
+    summary = {
+        "run": str(run),
+        "n_images": len(rows),
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+        "alpha": det.detect.alpha,
+        "backbone": det.backbone.to_dict(),
+        "normalisation": {"method": det.detect.normalisation, **det.norm},
+    }
+    write_json(out / "predict.json", summary)
+    if not rows:
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5]) or "no inputs"
+        raise UtadError(f"no image could be read ({reasons})")
+    return {**summary, "rows": rows}
 
 
 def demo(

@@ -4,19 +4,28 @@ Images: RGB, grey (L, 1-bit), RGBA/LA (alpha dropped), palette (P), 16-bit and 3
 float (F) modes are converted to ``channels`` (3 = RGB, 1 = grey) in [0, 1] and resized with bilinear
 interpolation (antialiased when shrinking). Masks are resized first (bilinear), then binarised at 0.5, so a mask
 stays aligned with its resized image.
+
+Hostile or unusual files: an image whose header claims more than ``MAX_IMAGE_PIXELS`` pixels is refused before
+its pixels are decoded (decompression-bomb guard, Pillow's limit set explicitly and enforced as an error, not a
+warning); a JPEG's EXIF orientation is applied, so the array is the picture as a viewer shows it; an animated
+GIF/PNG/WebP gives its first frame; truncated, corrupt or non-image files are a ``DataError`` naming the file.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from utad.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+MAX_IMAGE_PIXELS = 20000 * 20000  # larger claims are refused before decoding (a 900 px MVTec image is 0.8 M)
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow warns above it; open_image turns the warning into an error
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -32,12 +41,25 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     if not path.is_file():
         raise DataError(f"{path}: not a file")
     try:
-        img = Image.open(path)
-        img.load()  # decode now: truncated or corrupt files fail here, not later in a worker
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            w, h = img.size
+            img.load()  # decode now: truncated or corrupt files fail here, not later in a worker
+            img = ImageOps.exif_transpose(img)  # the picture as viewers show it (EXIF orientation)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        n = f"{int(claimed.group(1))} pixels" if claimed else "more pixels than allowed"
+        raise DataError(
+            f"{path}: image too large: its header claims {n}, over the limit of {MAX_IMAGE_PIXELS} "
+            "(refused before decoding, a guard against decompression bombs)"
+        ) from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image file (cannot identify the format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: corrupt or truncated image ({exc})") from None
+    if w == 0 or h == 0:
+        raise DataError(f"{path}: empty image ({w}x{h})")
     return img
 
 
