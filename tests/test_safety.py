@@ -6,9 +6,11 @@ import io
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from utad.cli import main
 from utad.detector import Detector
 from utad.errors import UtadError
 from utad.runs import _output_names
+
+from .conftest import FAST, save
 
 
 class Payload:
@@ -199,3 +203,172 @@ def test_output_names_stay_inside_out(tmp_path):
         target = (tmp_path / "out" / "maps" / f"{n}.png").resolve()
         assert target.parent == (tmp_path / "out" / "maps").resolve(), n
         assert "/" not in n and ".." not in n and n
+
+
+# ---- training: unreadable files, config errors, divergence, full disk, SIGKILL and resume -----------------
+
+TINY = [*FAST, "--quiet"]
+
+
+def _widget(root: Path, n_train: int = 10) -> Path:
+    rng = np.random.default_rng(1)
+    for i in range(n_train):
+        save(root / "train" / "good" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    for i in range(2):
+        save(root / "test" / "good" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        save(root / "test" / "crack" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:16, 8:20] = 255
+        save(root / "ground_truth" / "crack" / f"{i:03d}_mask.png", mask)
+    return root
+
+
+def test_train_stops_before_training_with_every_unreadable_file(tmp_path, capsys):
+    data = _widget(tmp_path / "widget")
+    (data / "train" / "good" / "900.png").write_bytes(b"")
+    (data / "train" / "good" / "901.png").write_bytes(b"not an image")
+    args = ["train", "--source", "mvtec", "--data", str(data), "--epochs", "1", *TINY]
+    set_batch = ["--set", "train.batch_size=4"]
+    assert main([*args, *set_batch, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "2 unreadable file(s)" in err and "900.png" in err and "901.png" in err and "--skip-bad" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+    assert main([*args, *set_batch, "--skip-bad", "--out", str(tmp_path / "run2")]) == 0
+    skipped = json.loads((tmp_path / "run2" / "skipped.json").read_text())
+    assert sorted(Path(s["path"]).name for s in skipped) == ["900.png", "901.png"]
+    assert load_checkpoint(tmp_path / "run2")["stage"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.ie_epochs=0", "train.ie_epochs: must be greater than 0"),
+        ("train.expert_epochs=-3", "train.expert_epochs: must be greater than 0"),
+        ("data.image_size=36", "data.image_size: must be divisible by 16"),
+        ("train.batch_size=500", "train.batch_size 500 is larger than the training set"),
+        ("train.nonsense=1", "unknown key(s) train.nonsense"),
+        ("train.ie_lr=fast", "train.ie_lr: expected float"),
+        ("train.lr_schedule=steps", "train.lr_schedule: must be one of constant, cosine"),
+    ],
+)
+def test_config_errors_are_one_line_and_write_nothing(tmp_path, capsys, override, message):
+    out = tmp_path / "run"
+    assert main(["train", "--source", "demo", *TINY, "--set", override, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_unknown_preset_is_one_line(tmp_path, capsys):
+    assert main(["train", "--preset", "turbo", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown preset 'turbo'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_divergence_stops_with_stage_epoch_and_term(tmp_path, monkeypatch, capsys):
+    import utad.train as train_mod
+
+    real, calls = train_mod.ie_loss, {"n": 0}
+
+    def nan_in_epoch_2(*args, **kwargs):
+        calls["n"] += 1
+        loss, parts, _ = real(*args, **kwargs)
+        if calls["n"] > 8:  # 8 batches per epoch: epoch 2 diverges
+            parts = {**parts, "rec": float("nan")}
+            loss = loss * float("nan")
+        return loss, parts, None
+
+    monkeypatch.setattr(train_mod, "ie_loss", nan_in_epoch_2)
+    out = tmp_path / "run"
+    assert main(["train", "--source", "demo", "--epochs", "3", *TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "stage 1 IE-Net: the loss became nan in epoch 2 (term rec)" in err
+    ckpt = load_checkpoint(out)  # the last good checkpoint is kept
+    assert ckpt["stage"] == "ienet" and ckpt["epoch"] == 1
+
+
+def test_full_disk_is_one_error_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import utad.checkpoint as ck
+
+    real, calls = ck.torch.save, {"n": 0}
+
+    def disk_full_on_second_save(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(ck.torch, "save", disk_full_on_second_save)
+    out = tmp_path / "run"
+    assert main(["train", "--source", "demo", "--epochs", "3", *TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt: cannot write: no space left on device" in err and "Traceback" not in err
+    assert load_checkpoint(out)["epoch"] == 1  # epoch 1's checkpoint intact
+    assert not list(out.glob(".*.tmp"))  # no temporary left behind
+
+
+KILLER = """
+import os, sys, time
+from pathlib import Path
+mode, marker = sys.argv[1], Path(sys.argv[2])
+if mode == "mid-epoch":  # stop in the 3rd batch of epoch 2 (8 batches per epoch)
+    import utad.train as tr
+    real, n = tr.ie_loss, [0]
+    def slow(*a, **k):
+        n[0] += 1
+        if n[0] == 8 + 3:
+            marker.touch(); time.sleep(120)
+        return real(*a, **k)
+    tr.ie_loss = slow
+else:  # stop while the 2nd checkpoint is written: the temporary file is complete, not yet renamed
+    real_replace, n = os.replace, [0]
+    def slow_replace(src, dst):
+        if str(dst).endswith("checkpoint.pt"):
+            n[0] += 1
+            if n[0] == 2:
+                marker.touch(); time.sleep(120)
+        return real_replace(src, dst)
+    os.replace = slow_replace
+from utad.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("mode", ["mid-epoch", "mid-write"])
+def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, mode):
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    train = ["train", "--source", "demo", "--set", "train.ie_epochs=3", "--set", "train.expert_epochs=1"]
+    train += ["--seed", "0", *TINY]
+    out, marker = tmp_path / "run", tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, str(script), mode, str(marker), *train, "--out", str(out)])
+    try:
+        for _ in range(1200):
+            if marker.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), "the run never reached the kill point"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    ckpt = load_checkpoint(out)
+    assert (ckpt["stage"], ckpt["epoch"]) == ("ienet", 1)  # the last complete epoch
+    if mode == "mid-write":
+        assert list(out.glob(".checkpoint.pt.*.tmp"))  # the half-done write is there ...
+    res = subprocess.run(
+        [sys.executable, "-m", "utad", "train", "--resume", "--out", str(out), "--quiet"], timeout=300
+    )
+    assert res.returncode == 0
+    assert not list(out.glob(".*.tmp"))  # ... and cleaned up by --resume
+    straight = tmp_path / "straight"
+    res = subprocess.run([sys.executable, "-m", "utad", *train, "--out", str(straight)], timeout=300)
+    assert res.returncode == 0
+    a, b = load_checkpoint(out), load_checkpoint(straight)
+    assert a["stage"] == b["stage"] == "done"
+    for net in ("ienet", "expert"):
+        for k, v in b[net].items():
+            assert torch.equal(a[net][k], v), (net, k)
+    assert a["norm"] == b["norm"]

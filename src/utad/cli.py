@@ -35,6 +35,8 @@ def _config_from_args(args: argparse.Namespace):
             overrides.append(f"data.{key}={value}")
     if getattr(args, "no_masks", False):
         overrides.append("data.masks=false")
+    if getattr(args, "skip_bad", False):
+        overrides.append("data.skip_bad=true")
     if getattr(args, "seed", None) is not None:
         overrides.append(f"seed={args.seed}")
     if getattr(args, "backbone", None):
@@ -145,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train.ie_epochs=50"
+    )
+    tr.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave unreadable images out (listed in the run's skipped.json) instead of stopping",
     )
     tr.add_argument("--epochs", type=int, help="epochs of both stages (shortcut for two --set overrides)")
     tr.add_argument("--seed", type=int, help="random seed (CPU runs repeat exactly)")

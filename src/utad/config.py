@@ -38,6 +38,9 @@ class DataConfig:
     demo_seed: int = 0  # built-in demo: generator seed
     demo_size: int = 128  # built-in demo: crop side in pixels
     num_workers: int = 0  # DataLoader worker processes
+    skip_bad: bool = (
+        False  # unreadable files: False stops before training with the full list; True skips them
+    )
 
 
 @dataclass
@@ -184,8 +187,60 @@ def to_dict(cfg: UtadConfig) -> dict[str, Any]:
 
 
 def from_dict(values: dict[str, Any], where: str = "config") -> UtadConfig:
-    """Build a ``UtadConfig`` from nested dicts, filling unspecified fields with defaults."""
-    return _build(UtadConfig, values or {}, where)
+    """Build a ``UtadConfig`` from nested dicts, filling unspecified fields with defaults; then ``validate``."""
+    return validate(_build(UtadConfig, values or {}, where), where)
+
+
+_CHOICES = {
+    "data.source": ("demo", "mvtec", "folder", "mnist", "fashion-mnist", "cifar10"),
+    "data.channels": (1, 3),
+    "ienet.decoder_input": ("spatial", "global"),
+    "pm.backbone": ("vgg19", "efficientnet-lite0", "auto"),
+    "pm.distance": ("perceptual", "pixel"),
+    "train.ie_optimizer": ("sgd", "adam"),
+    "train.lr_schedule": ("constant", "cosine"),
+    "detect.normalisation": ("quantile", "minmax"),
+}
+
+
+def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
+    """Check values that types alone do not catch; the first problem is a ``ConfigError`` naming the key."""
+
+    def get(key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(cfg, section), name)
+
+    def fail(key: str, problem: str) -> None:
+        raise ConfigError(f"{where}: {key}: {problem} (got {get(key)!r})")
+
+    for key, choices in _CHOICES.items():
+        if get(key) not in choices:
+            fail(key, f"must be one of {', '.join(map(str, choices))}")
+    positive = ["train.ie_epochs", "train.batch_size", "train.ie_lr", "data.image_size", "ienet.blocks"]
+    positive += ["ienet.width", "ienet.z_dim"]
+    if cfg.expert.enabled:
+        positive += ["train.expert_epochs", "train.expert_lr", "expert.dim", "expert.detail_dim"]
+    for key in positive:
+        if get(key) <= 0:
+            fail(key, "must be greater than 0")
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        fail("data.val_fraction", "must be between 0 and 1 (held-out normal images normalise the maps)")
+    if not 0.0 < cfg.detect.quantile < 1.0:
+        fail("detect.quantile", "must be between 0 and 1")
+    if cfg.detect.smooth_sigma < 0:
+        fail("detect.smooth_sigma", "must be 0 (off) or more")
+    stride = 2**cfg.ienet.blocks
+    if cfg.expert.enabled:
+        stride = max(stride, 2**cfg.expert.downsample)
+    if cfg.data.image_size % stride:
+        fail("data.image_size", f"must be divisible by {stride} (the networks halve it that often)")
+    crop = cfg.train.expert_crop
+    if crop is not None and (crop <= 0 or crop > cfg.data.image_size or crop % 2**cfg.expert.downsample):
+        fail(
+            "train.expert_crop",
+            f"must be null or a side <= data.image_size divisible by {2**cfg.expert.downsample}",
+        )
+    return cfg
 
 
 def preset_path(name_or_path: str | os.PathLike) -> Path:

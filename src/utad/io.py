@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -11,6 +12,8 @@ from typing import Any
 
 from utad.errors import UtadError
 
+TMP_SUFFIX = ".tmp"  # atomic_write's temporary files: .<name>.<random>.tmp beside the target
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Write ``path`` through ``write(file_object)`` into a temporary file beside it, then rename it into place.
@@ -18,19 +21,42 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     A crash mid-write leaves the previous file intact (rename is atomic on POSIX file systems).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UtadError(
+                f"{path}: cannot write: {_os_reason(exc)}; the previous file, if any, is kept"
+            ) from None
+        if isinstance(exc, RuntimeError) and "enospc" in str(exc).lower():  # torch.save's wording
+            raise UtadError(
+                f"{path}: cannot write: no space left on device; the previous file is kept"
+            ) from None
         raise
     return path
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device (free some space, or choose another --out)"
+    return exc.strerror or str(exc)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that a killed write left in ``folder`` (``.<name>.*.tmp``); returns them."""
+    stale = sorted(Path(folder).glob(f".*{TMP_SUFFIX}"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -43,10 +69,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
-def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
+def prepare_run_dir(
+    path: str | os.PathLike, overwrite: bool = False, resume: bool = False, create: bool = True
+) -> Path:
     """Create a run folder; refuse to reuse a non-empty one unless ``overwrite`` or ``resume`` is asked for.
 
     ``overwrite`` keeps the folder and lets files in it be replaced one by one; nothing is deleted.
+    ``create=False`` only checks (to refuse before any work is done).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -56,5 +85,9 @@ def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bo
             f"{path}: folder exists and is not empty; pass --resume to continue it, --overwrite to replace "
             "its files, or choose another --out"
         )
+    if not create:
+        return path
     path.mkdir(parents=True, exist_ok=True)
+    if resume:
+        remove_stale_temporaries(path)
     return path

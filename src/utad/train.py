@@ -99,12 +99,26 @@ def train(
         raise UtadError("train() needs a config unless resume=True")
     seed_everything(cfg.seed)
     pm, backbone = build_pm(cfg)  # first: a missing weight file fails before a run folder or data is touched
+    if not resume:
+        prepare_run_dir(
+            run_dir, overwrite=overwrite, resume=False, create=False
+        )  # refuse early, make nothing
+    data = data or build_data(cfg.data, cfg.seed, run_dir.parent / ".utad-cache")
+    if cfg.train.batch_size > len(data.train):
+        raise UtadError(
+            f"train.batch_size {cfg.train.batch_size} is larger than the training set ({len(data.train)} images "
+            "after the validation split); lower it"
+        )
     prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    if data.skipped:
+        write_json(run_dir / "skipped.json", data.skipped)
+        log.warning(
+            "skipped %d unreadable file(s), listed in %s", len(data.skipped), run_dir / "skipped.json"
+        )
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     fabric = _fabric(cfg)
-    data = data or build_data(cfg.data, cfg.seed, run_dir.parent / ".utad-cache")
     if not backbone.pretrained and backbone.name != "none":
         log.warning(
             "PM backbone %s has RANDOM weights: results are not the paper's measurement", backbone.name
@@ -151,7 +165,7 @@ def train(
         write_json(run_dir / "history.json", history)
 
     t = cfg.train
-    bs = min(t.batch_size, len(data.train))
+    bs = t.batch_size
     pm.to(fabric.device)
     val_loader = _loader(data.val, bs, False, cfg.seed, cfg.data.num_workers)
     # ---- stage 1: IE-Net --------------------------------------------------------------------------------
@@ -302,6 +316,14 @@ def _fit_stage(
         rows = []
         for batch in fabric.setup_dataloaders(make_loader(epoch)):
             loss, parts = step(model, batch)
+            if not torch.isfinite(loss):
+                bad = [k for k, v in parts.items() if k != "total" and not math.isfinite(v)] or ["total"]
+                bar.close()
+                raise UtadError(
+                    f"{desc}: the loss became {float(loss.detach())} in epoch {epoch + 1} (term {', '.join(bad)}); "
+                    f"training stopped, the checkpoint of epoch {epoch} is kept. Lower the learning rate or "
+                    "check the data, then train again (or --resume)"
+                )
             opt.zero_grad(set_to_none=True)
             fabric.backward(loss)
             opt.step()

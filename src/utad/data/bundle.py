@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from utad.config import DataConfig
 from utad.data.datasets import ArrayDataset, SampleDataset
 from utad.data.demo import write_demo
+from utad.data.images import open_image
 from utad.data.oneclass import load_one_class
 from utad.data.samples import Sample, list_folder, list_mvtec, split_validation
 from utad.errors import DataError
@@ -26,6 +27,26 @@ class DataBundle:
     test: Dataset
     has_masks: bool  # pixel metrics possible
     test_samples: list[Sample] | None  # file-backed test sets: the listed samples (native masks for metrics)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable files left out (skip_bad)
+
+
+def check_readable(samples: list[Sample]) -> tuple[list[Sample], list[dict[str, str]]]:
+    """Decode every image and mask once: (the readable samples, ``{"path", "reason"}`` for the others).
+
+    Run before training so that an unreadable file is reported with all the others up front, never as a
+    traceback in the middle of an epoch.
+    """
+    good, bad = [], []
+    for s in samples:
+        try:
+            for f in (s.path, s.mask):
+                if f is not None:
+                    open_image(f)
+        except DataError as exc:
+            bad.append({"path": str(f), "reason": str(exc).removeprefix(f"{f}: ")})
+            continue
+        good.append(s)
+    return good, bad
 
 
 def demo_root(cache: Path, cfg: DataConfig) -> Path:
@@ -66,14 +87,26 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
         listing = list_folder(cfg.path, cfg.bad, cfg.mask_dir if cfg.masks else None, cfg.test_good)
     else:
         raise DataError(f"unknown data source {cfg.source!r} (demo, mvtec, folder, {', '.join(ONE_CLASS)})")
-    train, val = split_validation(listing.train, cfg.val_fraction, seed)
+    train_ok, bad_train = check_readable(listing.train)
+    test_ok, bad_test = check_readable(listing.test)
+    skipped = bad_train + bad_test
+    if skipped and not cfg.skip_bad:
+        lines = "\n  ".join(f"{b['path']}: {b['reason']}" for b in skipped)
+        raise DataError(
+            f"{len(skipped)} unreadable file(s) in {listing.name}; fix or remove them, or pass --skip-bad "
+            f"(data.skip_bad=true) to leave them out:\n  {lines}"
+        )
+    if not train_ok:
+        raise DataError(f"{listing.name}: no readable training images")
+    train, val = split_validation(train_ok, cfg.val_fraction, seed)
     if not val:
         raise DataError("no validation images: set data.val_fraction > 0 (needed to normalise anomaly maps)")
     return DataBundle(
         name=listing.name,
         train=SampleDataset(train, size, ch),
         val=SampleDataset(val, size, ch),
-        test=SampleDataset(listing.test, size, ch),
+        test=SampleDataset(test_ok, size, ch),
         has_masks=listing.has_masks,
-        test_samples=listing.test,
+        test_samples=test_ok,
+        skipped=skipped,
     )
