@@ -76,6 +76,7 @@ class ExpertNetConfig:
     lambda_x: float = 10.0  # weight of |x^ - x|_1
     lambda_m: float = 10.0  # weight of |m^ - m|_1
     lambda_s: float = 1.0  # weight of |E_S(x^) - s|_1
+    lambda_perceptual: float = 0.0  # weight of phi(x, x^) (the PM distance) as a training loss; 0 = paper
 
 
 @dataclass

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from utad.nets.expert_net import ExpertNet, ExpertOutput
 from utad.nets.ie_net import IENet, IEOutput
+from utad.nets.perceptual import PerceptualMeasurement
 
 
 def mi_loss(t_pos: torch.Tensor, t_neg: torch.Tensor) -> torch.Tensor:
@@ -54,17 +55,32 @@ def ie_loss(
 
 
 def expert_loss(
-    net: ExpertNet, x: torch.Tensor, m: torch.Tensor, lambda_x: float, lambda_m: float, lambda_s: float
+    net: ExpertNet,
+    x: torch.Tensor,
+    m: torch.Tensor,
+    lambda_x: float,
+    lambda_m: float,
+    lambda_s: float,
+    perceptual: PerceptualMeasurement | None = None,
+    lambda_p: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float], ExpertOutput]:
     """``lambda_x |x^ - x| + lambda_m |m^ - m| + lambda_s |E_S(x^) - s|`` (L1 means; Sec. 3.2).
 
     ``s`` is the target of the detail loss and is detached, so E_S cannot satisfy it by collapsing to a
     constant; the detail term is dropped without E_S, the m^ term without the m^ branch.
+
+    Beyond the paper (off unless ``lambda_p > 0``): ``lambda_p * phi(x, x^)``, the perceptual distance the
+    detector measures (``PerceptualMeasurement.feature_loss``), so that x^ is trained to be close to x where
+    the measurement looks, not only in pixels: an L1 loss alone settles on the blurry median of textures.
     """
     out = net(x, m)
     rec_x = (out.x_hat - x).abs().mean()
     total = lambda_x * rec_x
     parts = {"x": float(rec_x.detach())}
+    if perceptual is not None and lambda_p > 0:
+        rec_p = perceptual.feature_loss(out.x_hat, x)
+        total = total + lambda_p * rec_p
+        parts["p"] = float(rec_p.detach())
     if out.m_hat is not None:
         rec_m = (out.m_hat - m).abs().mean()
         total = total + lambda_m * rec_m

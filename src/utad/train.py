@@ -218,7 +218,7 @@ def train(
                 x, m = x.flip(-1), m.flip(-1)
             if t.expert_crop:
                 x, m = random_crop(x, m, size=t.expert_crop)
-            return expert_loss(model, x, m, e.lambda_x, e.lambda_m, e.lambda_s)[:2]
+            return expert_loss(model, x, m, e.lambda_x, e.lambda_m, e.lambda_s, pm, e.lambda_perceptual)[:2]
 
         def expert_validate() -> dict[str, float]:
             f = measure_fidelity(ienet, expert, pm, val_loader, fabric.device, with_ssim=False)

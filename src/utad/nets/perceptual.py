@@ -185,6 +185,15 @@ class PerceptualMeasurement(nn.Module):
                 out[name] = out[name] + w * F.interpolate(d, size=size, mode="bilinear", align_corners=False)
         return out
 
+    def feature_loss(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Scalar ``sum_l lambda_l * mean |f_l(a) - f_l(b)|``: phi(a, b) averaged over pixels, without the
+        upsampling (a training loss; gradients flow into ``a`` and ``b``, the backbone stays frozen)."""
+        if self.backbone is None:
+            return (a - b).abs().mean()
+        n = a.shape[0]
+        feats = self.features(torch.cat([a, b]))
+        return sum(w * (f[:n] - f[n:]).abs().mean() for f, w in zip(feats, self.layer_weights, strict=True))
+
     def term_maps(
         self, x: torch.Tensor, m: torch.Tensor, x_hat: torch.Tensor | None, m_hat: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:

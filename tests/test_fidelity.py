@@ -1,0 +1,137 @@
+"""Fidelity of the second stage (utad.fidelity) and the stage-2 training levers (residual x^, crops, schedule)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utad.fidelity import FidelityMeter, measure_fidelity
+from utad.nets.expert_net import ExpertNet, ExpertOutput
+from utad.nets.perceptual import PerceptualMeasurement, load_backbone
+from utad import runs
+from utad.train import lr_at, random_crop
+
+
+class BlurIE(nn.Module):
+    """Stands in for IE-Net: the impression is a 5x5 box blur of x (blurry, like a real m)."""
+
+    def impression(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+
+
+class FixedExpert(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> ExpertOutput:
+        if self.kind == "identity-like":
+            x_hat = (x + 0.01 * torch.randn_like(x)).clamp(0, 1)
+        else:  # constant grey: worse than the impression
+            x_hat = torch.full_like(x, 0.5)
+        return ExpertOutput(x_hat=x_hat, m_hat=None, s=x.new_zeros(x.shape[0], 1))
+
+
+def _batches(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [{"image": torch.rand(4, 3, 32, 32, generator=g)} for _ in range(n)]
+
+
+@pytest.mark.parametrize("backbone", ["pixel", "vgg19-random"])
+def test_identity_like_expert_gains_and_constant_one_loses(backbone):
+    torch.manual_seed(0)
+    if backbone == "pixel":
+        pm = PerceptualMeasurement(None, [])
+    else:
+        net, _ = load_backbone("vgg19", ["conv1_2", "conv2_2"], allow_random=True)
+        pm = PerceptualMeasurement(net, ["conv1_2", "conv2_2"], layer_weights=[1.0, 2.0])
+    good = measure_fidelity(BlurIE(), FixedExpert("identity-like"), pm, _batches(), "cpu")
+    bad = measure_fidelity(BlurIE(), FixedExpert("constant"), pm, _batches(), "cpu")
+    assert good["n_images"] == bad["n_images"] == 12
+    assert good["phi_x_m"] == pytest.approx(bad["phi_x_m"])  # the same impressions
+    assert good["gain"] > 1.5 and bad["gain"] < 1.0
+    assert good["gain"] == pytest.approx(good["phi_x_m"] / good["phi_x_xhat"])
+    assert good["ssim_x_xhat"] > good["ssim_x_m"] > bad["ssim_x_xhat"]
+
+
+def test_meter_matches_a_hand_computation():
+    pm = PerceptualMeasurement(None, [])
+    x = torch.zeros(2, 3, 4, 4)
+    m = torch.full_like(x, 0.4)
+    x_hat = torch.full_like(x, 0.1)
+    meter = FidelityMeter(pm, with_ssim=False)
+    meter.update(x, m, x_hat)
+    r = meter.result()
+    assert r["phi_x_m"] == pytest.approx(0.4) and r["phi_x_xhat"] == pytest.approx(0.1)
+    assert r["gain"] == pytest.approx(4.0)
+    no_expert = FidelityMeter(pm, with_ssim=False)
+    no_expert.update(x, m, None)
+    assert no_expert.result()["gain"] is None and no_expert.result()["phi_x_xhat"] is None
+
+
+def test_fidelity_of_a_trained_run_is_reported(trained_run, tmp_path):
+    metrics = runs.test_run(trained_run, out=tmp_path, progress=False)
+    f = metrics["fidelity"]
+    assert f["n_images"] == metrics["n_test"] - metrics["n_anomalous"] > 0
+    for key in ("phi_x_xhat", "phi_x_m", "gain"):
+        assert math.isfinite(f[key]) and f[key] > 0, key
+    assert -1 <= f["ssim_x_xhat"] <= 1 and -1 <= f["ssim_x_m"] <= 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["fidelity"] == f
+    history = json.loads((trained_run / "history.json").read_text())
+    assert all(r["val_gain"] > 0 for r in history["expert"])  # learning curve: gain per epoch
+    assert all(r["val_phi_x_m"] > 0 for r in history["ienet"])
+    assert (tmp_path / "fidelity.png").stat().st_size > 1000
+
+
+def test_residual_expert_starts_at_the_impression():
+    torch.manual_seed(0)
+    net = ExpertNet(dim=8, downsample=2, res_blocks=1, detail_dim=4, mlp_dim=16, residual=True)
+    x, m = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32) * 0.9 + 0.05
+    out = net(x, m)
+    assert torch.allclose(out.x_hat, m, atol=1e-5)
+    plain = ExpertNet(dim=8, downsample=2, res_blocks=1, detail_dim=4, mlp_dim=16)
+    assert not torch.allclose(plain(x, m).x_hat, m, atol=1e-2)
+
+
+def test_crop_training_and_whole_image_inference_shapes():
+    torch.manual_seed(0)
+    x, m = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    xc, mc = random_crop(x, m, size=32)
+    assert xc.shape == mc.shape == (3, 3, 32, 32)
+    # the same window of x and m: find the crop of sample 0 in x and check m agrees there
+    hits = [
+        (t, l) for t in range(33) for l in range(33) if torch.equal(x[0, :, t : t + 32, l : l + 32], xc[0])
+    ]
+    assert len(hits) == 1 and torch.equal(
+        m[0, :, hits[0][0] : hits[0][0] + 32, hits[0][1] : hits[0][1] + 32], mc[0]
+    )
+    net = ExpertNet(dim=8, downsample=2, res_blocks=1, detail_dim=4, mlp_dim=16, residual=True)
+    assert net(xc, mc).x_hat.shape == (3, 3, 32, 32)  # trained on crops ...
+    net.eval()
+    assert net(x, m).x_hat.shape == (3, 3, 64, 64)  # ... applied to whole images
+    assert random_crop(x, m, size=64)[0] is x  # crop as large as the image: unchanged
+
+
+def test_cosine_schedule_and_constant():
+    assert lr_at(1e-3, "constant", 7, 10) == 1e-3
+    assert lr_at(1e-3, "cosine", 0, 10) == pytest.approx(1e-3)
+    assert lr_at(1e-3, "cosine", 5, 10) == pytest.approx(5e-4)
+    assert lr_at(1e-3, "cosine", 9, 10) < 3e-5
+
+
+def test_feature_loss_is_phi_without_upsampling():
+    torch.manual_seed(0)
+    net, _ = load_backbone("vgg19", ["conv1_2", "conv2_2"], allow_random=True)
+    pm = PerceptualMeasurement(net, ["conv1_2", "conv2_2"], layer_weights=[0.5, 3.0])
+    a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    fa, fb = pm.features(a), pm.features(b)
+    expected = 0.5 * (fa[0] - fb[0]).abs().mean() + 3.0 * (fa[1] - fb[1]).abs().mean()
+    assert float(pm.feature_loss(a, b)) == pytest.approx(float(expected), rel=1e-5)
+    a.requires_grad_(True)
+    pm.feature_loss(a, b).backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
