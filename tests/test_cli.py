@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from conftest import BOTTLE, save
+from conftest import BOTTLE, FAST, save
 from utad.cli import main
 
 
@@ -55,3 +55,26 @@ def test_user_errors_are_one_line_without_traceback(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "data", "inspect", str(tmp_path / "empty"))
     assert code == 2 and "not an MVTec AD category folder" in err and "Traceback" not in err
+
+
+def test_folder_source_without_good_test_images_is_one_line(tmp_path, capsys):
+    """Image AUROC needs normal test images: a folder source without test_good says so (exit 2)."""
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        save(tmp_path / "good" / f"{i}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    for i in range(2):
+        save(tmp_path / "bad" / f"{i}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    run = tmp_path / "run"
+    train = [
+        "train",
+        "--source",
+        "folder",
+        "--data",
+        str(tmp_path / "good"),
+        "--set",
+        f"data.bad=[{tmp_path / 'bad'}]",
+    ]
+    assert main([*train, "--no-masks", "--epochs", "1", *FAST, "--quiet", "--out", str(run)]) == 0
+    assert main(["test", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "the test set has no normal images" in err and "test_good" in err and "Traceback" not in err

@@ -8,11 +8,10 @@ import pytest
 import torch
 
 import utad.train as train_mod
+from conftest import FAST
 from utad.checkpoint import load_checkpoint, save_checkpoint
 from utad.cli import main
 from utad.detector import Detector
-
-from .conftest import FAST
 
 
 def test_train_writes_run(trained_run):

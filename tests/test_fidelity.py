@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utad import runs
 from utad.fidelity import FidelityMeter, measure_fidelity
 from utad.nets.expert_net import ExpertNet, ExpertOutput
 from utad.nets.perceptual import PerceptualMeasurement, load_backbone
-from utad import runs
 from utad.train import lr_at, random_crop
 
 

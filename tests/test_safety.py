@@ -19,13 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import FAST, save
 from utad.checkpoint import load_checkpoint
 from utad.cli import main
 from utad.detector import Detector
 from utad.errors import UtadError
 from utad.runs import _output_names
-
-from .conftest import FAST, save
 
 
 class Payload:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from utad.data.bundle import DataBundle
 from utad.data.images import load_mask, open_image
 from utad.detector import Detector, Prediction
+from utad.errors import UtadError
 from utad.fidelity import FidelityMeter
 from utad.metrics import aupro, f1_max, image_auroc, iou, pixel_auroc
 
@@ -66,13 +67,19 @@ def evaluate(
     det: Detector, data: DataBundle, batch_size: int = 8, progress: bool = True
 ) -> tuple[dict[str, Any], list[Prediction]]:
     """Metrics dict (keys image_auroc, pixel_auroc, aupro, iou, f1_max, ...) and the predictions."""
-    preds = run_detector(det, data.test, batch_size, progress)
-    # labels without decoding the images a second time
+    # labels without decoding the images
     labels = (
         np.asarray(data.test.labels)
         if data.test_samples is None
         else np.array([s.label for s in data.test_samples])
     )
+    if len(set(labels.tolist())) < 2:
+        missing = "normal" if labels.min() == 1 else "anomalous"
+        hint = " (folder source: add test_good)" if missing == "normal" else ""
+        raise UtadError(
+            f"{data.name}: the test set has no {missing} images, so image AUROC and F1 are undefined{hint}"
+        )
+    preds = run_detector(det, data.test, batch_size, progress)
     scores = np.array([p.score for p in preds])
     f1, f1_thr = f1_max(scores, labels)
     metrics: dict[str, Any] = {
