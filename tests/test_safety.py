@@ -312,15 +312,16 @@ KILLER = """
 import os, sys, time
 from pathlib import Path
 mode, marker = sys.argv[1], Path(sys.argv[2])
-if mode == "mid-epoch":  # stop in the 3rd batch of epoch 2 (8 batches per epoch)
+if mode in ("mid-epoch", "mid-expert"):  # stop in the 3rd batch of epoch 2 (8 batches per epoch)
     import utad.train as tr
-    real, n = tr.ie_loss, [0]
+    name = "ie_loss" if mode == "mid-epoch" else "expert_loss"
+    real, n = getattr(tr, name), [0]
     def slow(*a, **k):
         n[0] += 1
         if n[0] == 8 + 3:
             marker.touch(); time.sleep(120)
         return real(*a, **k)
-    tr.ie_loss = slow
+    setattr(tr, name, slow)
 else:  # stop while the 2nd checkpoint is written: the temporary file is complete, not yet renamed
     real_replace, n = os.replace, [0]
     def slow_replace(src, dst):
@@ -335,14 +336,28 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
-@pytest.mark.parametrize("mode", ["mid-epoch", "mid-write"])
-def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, mode):
+KILL_TRAIN = ["train", "--source", "demo", "--set", "train.ie_epochs=3", "--set", "train.expert_epochs=2"]
+KILL_TRAIN += ["--seed", "0", *TINY]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    """The uninterrupted reference for the kill tests, trained once in its own process."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    res = subprocess.run([sys.executable, "-m", "utad", *KILL_TRAIN, "--out", str(out)], timeout=300)
+    assert res.returncode == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("mode", "saved"),
+    [("mid-epoch", ("ienet", 1)), ("mid-write", ("ienet", 1)), ("mid-expert", ("expert", 1))],
+)
+def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, straight_run, mode, saved):
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    train = ["train", "--source", "demo", "--set", "train.ie_epochs=3", "--set", "train.expert_epochs=1"]
-    train += ["--seed", "0", *TINY]
     out, marker = tmp_path / "run", tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, str(script), mode, str(marker), *train, "--out", str(out)])
+    proc = subprocess.Popen([sys.executable, str(script), mode, str(marker), *KILL_TRAIN, "--out", str(out)])
     try:
         for _ in range(1200):
             if marker.exists() or proc.poll() is not None:
@@ -354,7 +369,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, mode):
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     ckpt = load_checkpoint(out)
-    assert (ckpt["stage"], ckpt["epoch"]) == ("ienet", 1)  # the last complete epoch
+    assert (ckpt["stage"], ckpt["epoch"]) == saved  # the last complete epoch
     if mode == "mid-write":
         assert list(out.glob(".checkpoint.pt.*.tmp"))  # the half-done write is there ...
     res = subprocess.run(
@@ -362,10 +377,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, mode):
     )
     assert res.returncode == 0
     assert not list(out.glob(".*.tmp"))  # ... and cleaned up by --resume
-    straight = tmp_path / "straight"
-    res = subprocess.run([sys.executable, "-m", "utad", *train, "--out", str(straight)], timeout=300)
-    assert res.returncode == 0
-    a, b = load_checkpoint(out), load_checkpoint(straight)
+    a, b = load_checkpoint(out), load_checkpoint(straight_run)
     assert a["stage"] == b["stage"] == "done"
     for net in ("ienet", "expert"):
         for k, v in b[net].items():

@@ -205,6 +205,9 @@ def train(
         snapshot(stage, 0)
 
     # ---- stage 2: Expert-Net on (x, m) from the frozen IE-Net -------------------------------------------
+    # m in the default memory format, as the detector computes it at inference (channels-last convolutions
+    # round differently), whether stage 1 ran in this process or the run was resumed in stage 2
+    ienet.to(memory_format=torch.contiguous_format)
     ienet.eval()
     device = fabric.device
     ienet.to(device)
