@@ -52,3 +52,22 @@ def test_errors_name_the_file(tmp_path):
     (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="trunc.png: corrupt or truncated"):
         load_image(tmp_path / "trunc.png", 8)
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    """A JPEG stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise to view) is read upright."""
+    import numpy as np
+    from PIL import Image
+
+    from utad.data.images import load_image
+
+    stored = np.zeros((20, 40, 3), np.uint8)  # 40 wide, 20 high as stored
+    stored[:, :20] = 255  # left half white
+    img = Image.fromarray(stored)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    img.save(path, exif=exif, quality=95)
+    arr = load_image(path, None)
+    assert arr.shape == (40, 20, 3)  # upright: 20 wide, 40 high
+    assert arr[:20].mean() > 0.9 and arr[20:].mean() < 0.1  # the white half is now on top
