@@ -102,6 +102,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if skipped and args.strict else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from utad.export import export_onnx
+
+    if args.format != "onnx":
+        raise UtadError(f"unknown export format {args.format!r} (onnx)")
+    path = export_onnx(args.run, args.out, overwrite=args.overwrite)
+    print(f"exported {args.run} -> {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from utad.runs import demo
 
@@ -180,13 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     te.set_defaults(func=_cmd_test)
 
     pr = sub.add_parser("predict", help="anomaly maps, masks, overlays and scores for new images")
-    pr.add_argument("run", help="run folder written by utad train")
+    pr.add_argument(
+        "run", help="run folder written by utad train, or a model exported with utad export (.onnx)"
+    )
     pr.add_argument("inputs", nargs="+", help="image files or folders")
     pr.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
     pr.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
     pr.add_argument("--strict", action="store_true", help="exit 1 when any input was skipped as unreadable")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
+
+    ex = sub.add_parser("export", help="export a trained run as one ONNX graph (needs utad[export])")
+    ex.add_argument("run", help="run folder written by utad train")
+    ex.add_argument("--format", default="onnx", help="onnx")
+    ex.add_argument("--out", required=True, help="model file to write, e.g. model.onnx")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    ex.set_defaults(func=_cmd_export)
 
     de = sub.add_parser("demo", help="train and test on the built-in demo data (cpu-fast preset)")
     de.add_argument("--out", default="runs/demo", help="run folder")

@@ -184,8 +184,12 @@ def predict_images(
     picture atomically, each batch's rows appended to scores.csv and flushed, so a crash keeps what was done.
     Returns the summary written to predict.json (``rows``, ``skipped``, ...).
     """
+    from utad.export import load_any
+
     files, skipped = collect_inputs(inputs)
-    det = Detector.load(run)  # before the output folder: a bad run leaves nothing behind
+    det = load_any(
+        run
+    )  # a run folder, or an exported .onnx; before the output folder: a bad one leaves nothing
     out = prepare_run_dir(out, overwrite=overwrite)
     cfg = det.config
     names = _output_names(files)

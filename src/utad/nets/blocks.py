@@ -82,7 +82,10 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x, x.shape[1:], eps=self.eps)
+        # written out rather than F.layer_norm(x, x.shape[1:]) so the ONNX export needs no shape-dependent op
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        var = x.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        y = (x - mean) / (var + self.eps).sqrt()
         return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
 
 

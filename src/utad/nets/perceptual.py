@@ -170,19 +170,20 @@ class PerceptualMeasurement(nn.Module):
 
         One backbone pass over every distinct image of all pairs (an image in two pairs is read once).
         """
-        a0 = next(iter(pairs.values()))[0]
-        size, b = a0.shape[-2:], a0.shape[0]
+        size = next(iter(pairs.values()))[0].shape[-2:]
         if self.backbone is None:  # pixel-space L1, channel mean
             return {k: (p - q).abs().mean(dim=1, keepdim=True) for k, (p, q) in pairs.items()}
         images = {id(t): t for pair in pairs.values() for t in pair}
         keys = list(images)
         feats = self.features(torch.cat([images[k] for k in keys]))
-        out = {k: a0.new_zeros(b, 1, *size) for k in pairs}
+        out: dict[str, torch.Tensor] = {}
         for f, w in zip(feats, self.layer_weights, strict=True):
-            chunks = dict(zip(keys, f.split(b), strict=True))
+            # chunk by the number of images, not split by the batch size: the exported graph's batch is dynamic
+            chunks = dict(zip(keys, f.chunk(len(keys)), strict=True))
             for name, (p, q) in pairs.items():
                 d = (chunks[id(p)] - chunks[id(q)]).abs().mean(dim=1, keepdim=True)
-                out[name] = out[name] + w * F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+                d = w * F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+                out[name] = out[name] + d if name in out else d
         return out
 
     def feature_loss(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,80 @@
+"""ONNX export: the whole pipeline in one graph gives the scores and maps of the PyTorch detector."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BOTTLE
+from utad.cli import main
+from utad.data.images import load_image
+from utad.detector import Detector
+
+pytest.importorskip("onnxruntime")
+from utad.export import OnnxDetector
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert main(["export", str(trained_run), "--out", str(path)]) == 0
+    return path
+
+
+def _images(trained_run, n_bottle=6):
+    demo = next((trained_run.parent / ".utad-cache").glob("demo-*"))
+    files = sorted((demo / "test").rglob("*.png"))
+    if BOTTLE.is_dir():
+        files += sorted((BOTTLE / "test").rglob("*.png"))[::15][:n_bottle]
+    size = Detector.load(trained_run).config.data.image_size
+    return torch.from_numpy(np.stack([load_image(f, size) for f in files]).transpose(0, 3, 1, 2).copy())
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_onnx_matches_pytorch_on_scores_and_maps(trained_run, exported, batch):
+    det, onx = Detector.load(trained_run), OnnxDetector(exported)
+    x = _images(trained_run)
+    for i in range(0, len(x), batch):
+        for p, q in zip(
+            det.predict_tensor(x[i : i + batch]), onx.predict_tensor(x[i : i + batch]), strict=True
+        ):
+            assert q.score == pytest.approx(p.score, rel=1e-4)
+            scale = np.abs(p.anomaly_map).max()
+            assert np.abs(p.anomaly_map - q.anomaly_map).max() <= 1e-4 * scale
+            assert np.allclose(p.reconstruction, q.reconstruction, atol=1e-5)
+            assert np.array_equal(p.mask, q.mask) or np.abs(p.anomaly_map - 0.5).min() < 1e-4
+
+
+def test_exported_model_records_what_it_is(trained_run, exported):
+    onx = OnnxDetector(exported)
+    det = Detector.load(trained_run)
+    assert onx.norm == det.norm and onx.detect.alpha == det.detect.alpha
+    assert onx.config.data.image_size == 32 and onx.backbone.name == det.backbone.name
+    assert onx.outputs == ["score", "anomaly_map", "impression", "reconstruction", "naive_impression"]
+
+
+def test_predict_with_onnx_writes_the_same_outputs(trained_run, exported, tmp_path):
+    demo = next((trained_run.parent / ".utad-cache").glob("demo-*"))
+    inputs = [str(demo / "test" / "good"), str(demo / "test" / "hole")]
+    assert main(["predict", str(trained_run), *inputs, "--out", str(tmp_path / "pt"), "--quiet"]) == 0
+    assert main(["predict", str(exported), *inputs, "--out", str(tmp_path / "onnx"), "--quiet"]) == 0
+    a = list(csv.DictReader((tmp_path / "pt" / "scores.csv").open()))
+    b = list(csv.DictReader((tmp_path / "onnx" / "scores.csv").open()))
+    assert [r["path"] for r in a] == [r["path"] for r in b]
+    for r, s in zip(a, b, strict=True):
+        assert float(s["score"]) == pytest.approx(float(r["score"]), rel=1e-4, abs=1e-6)
+    info = json.loads((tmp_path / "onnx" / "predict.json").read_text())
+    assert info["n_images"] == len(b) and info["backbone"]["name"] in ("efficientnet-lite0", "vgg19")
+
+
+def test_export_refuses_to_clobber_and_bad_files_are_one_line(trained_run, exported, tmp_path, capsys):
+    assert main(["export", str(trained_run), "--out", str(exported)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    assert main(["predict", str(bad), str(exported), "--out", str(tmp_path / "p")]) == 2
+    assert "not a loadable ONNX model" in capsys.readouterr().err
