@@ -38,9 +38,7 @@ class DataConfig:
     demo_seed: int = 0  # built-in demo: generator seed
     demo_size: int = 128  # built-in demo: crop side in pixels
     num_workers: int = 0  # DataLoader worker processes
-    skip_bad: bool = (
-        False  # unreadable files: False stops before training with the full list; True skips them
-    )
+    skip_bad: bool = False  # unreadable files: stop before training with the list (False), or leave out
 
 
 @dataclass
@@ -70,9 +68,7 @@ class ExpertNetConfig:
     mlp_dim: int = 256  # hidden width of the MLP producing AdaIN's gamma and beta from s
     use_detail: bool = True  # E_S on; False is "without E_S": AdaIN fed from s ~ N(0, 1)
     use_naive: bool = True  # m^ branch on; False drops m^ and the phi(m, m^) term ("without m^ guidance")
-    residual: bool = (
-        False  # x^ = sigmoid(logit(m) + D_X^A(...)): the expert adds details to m (beyond the paper)
-    )
+    residual: bool = False  # x^ = sigmoid(logit(m) + D_X^A(..)): details added to m (beyond the paper)
     lambda_x: float = 10.0  # weight of |x^ - x|_1
     lambda_m: float = 10.0  # weight of |m^ - m|_1
     lambda_s: float = 1.0  # weight of |E_S(x^) - s|_1
