@@ -32,7 +32,7 @@ def test_test_command_writes_metrics(trained_run, capsys):
     m = json.loads((trained_run / "metrics.json").read_text())
     for key in ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max"):
         assert 0.0 <= m[key] <= 1.0, key
-    # quality floors: this seed measured image AUROC 0.775, pixel AUROC 0.933 (32 px, 2 + 2 epochs)
+    # quality floors: this seed measured image AUROC 0.699, pixel AUROC 0.901 (32 px, 2 + 2 epochs)
     assert m["image_auroc"] > 0.65 and m["pixel_auroc"] > 0.85
     assert (
         m["backbone"]["name"] in ("efficientnet-lite0", "vgg19") and m["config"]["data"]["source"] == "demo"
@@ -84,7 +84,7 @@ def test_predict_command(trained_run, tmp_path, capsys):
     info = json.loads((out / "predict.json").read_text())
     assert info["n_images"] == len(rows) and info["backbone"]["name"] in ("efficientnet-lite0", "vgg19")
     assert all(float(r["score"]) >= 0 for r in rows)
-    # a known defect (measured 0.58 against at most 0.53 for the good images) scores above every good image
+    # a known defect (measured 0.50 against at most 0.46 for the good images) scores above every good image
     defect = next(float(r["score"]) for r in rows if "color" in r["path"])
     assert all(defect > float(r["score"]) for r in rows if "good" in r["path"])
     code = main(["predict", str(trained_run), str(tmp_path / "missing.png"), "--out", str(tmp_path / "p2")])
