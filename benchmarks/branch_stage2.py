@@ -26,7 +26,9 @@ def branch(src: str | Path, dst: str | Path, overrides: list[str]) -> Path:
         raise SystemExit(f"{src}: stage 1 has not finished")
     for item in overrides:
         if not item.split("=", 1)[0].startswith(STAGE2_KEYS):
-            raise SystemExit(f"{item}: only stage-2 settings ({', '.join(STAGE2_KEYS)}) can change in a branch")
+            raise SystemExit(
+                f"{item}: only stage-2 settings ({', '.join(STAGE2_KEYS)}) can change in a branch"
+            )
         apply_override(state["config"], item)
     cfg = from_dict(state["config"], "branch overrides")
     dst = prepare_run_dir(dst)

@@ -1,0 +1,53 @@
+"""Collect the metrics and fidelity of finished runs into one JSON (for results tables), with how each ran.
+
+python benchmarks/summarise_runs.py runs/demo-base runs/demo-b3 ... --json benchmarks/results/x.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from utad.io import write_json
+
+
+def summary(run: Path) -> dict:
+    m = json.loads((run / "metrics.json").read_text())
+    h = json.loads((run / "history.json").read_text())
+    cfg = m["config"]
+    keys = ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max")
+    return {
+        "run": str(run),
+        "dataset": m["dataset"],
+        **{k: m[k] for k in keys},
+        "fidelity": m.get("fidelity"),
+        "train_seconds": {s: (h[s][-1]["seconds"] if h[s] else 0.0) for s in ("ienet", "expert")},
+        "epochs": m["epochs"],
+        "image_size": cfg["data"]["image_size"],
+        "ienet_blocks": cfg["ienet"]["blocks"],
+        "expert": {k: cfg["expert"].get(k) for k in ("dim", "res_blocks", "residual", "lambda_perceptual")},
+        "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
+        "backbone": m["backbone"]["name"],
+        "seed": cfg["seed"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--note", default="", help="how the runs were made (commands)")
+    args = ap.parse_args()
+    rows = [summary(Path(r)) for r in args.runs]
+    write_json(args.json, {"note": args.note, "runs": rows})
+    for r in rows:
+        f = r["fidelity"] or {}
+        print(
+            f"{r['run']}: image {r['image_auroc']:.3f} pixel {r['pixel_auroc']:.3f} aupro {r['aupro']:.3f} "
+            f"iou {r['iou']:.3f} gain {f.get('gain') or 0:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
