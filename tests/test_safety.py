@@ -243,7 +243,7 @@ def test_train_stops_before_training_with_every_unreadable_file(tmp_path, capsys
     [
         ("train.ie_epochs=0", "train.ie_epochs: must be greater than 0"),
         ("train.expert_epochs=-3", "train.expert_epochs: must be greater than 0"),
-        ("data.image_size=36", "data.image_size: must be divisible by 16"),
+        ("data.image_size=36", "data.image_size: must be divisible by 8"),
         ("train.batch_size=500", "train.batch_size 500 is larger than the training set"),
         ("train.nonsense=1", "unknown key(s) train.nonsense"),
         ("train.ie_lr=fast", "train.ie_lr: expected float"),
