@@ -20,12 +20,11 @@ def save(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_mvtec(tmp_path: Path) -> Path:
-    """A small valid MVTec-layout category: 4 train/good, 2 test/good, 2 test/crack with masks (32x32 RGB)."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "widget"
-    for i in range(4):
+def make_widget(root: Path, n_train: int = 4, seed: int = 0) -> Path:
+    """A valid MVTec-layout category of random 32x32 RGB images: ``n_train`` train/good, 2 test/good,
+    2 test/crack with masks."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_train):
         save(root / "train" / "good" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
     for i in range(2):
         save(root / "test" / "good" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
@@ -34,6 +33,12 @@ def tiny_mvtec(tmp_path: Path) -> Path:
         mask[8:16, 8:20] = 255
         save(root / "ground_truth" / "crack" / f"{i:03d}_mask.png", mask)
     return root
+
+
+@pytest.fixture
+def tiny_mvtec(tmp_path: Path) -> Path:
+    """A small valid MVTec-layout category: 4 train/good, 2 test/good, 2 test/crack with masks (32x32 RGB)."""
+    return make_widget(tmp_path / "widget")
 
 
 # A tiny UTAD configuration for end-to-end tests: 32 px, narrow networks (seconds per epoch).

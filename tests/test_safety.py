@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, save
+from conftest import FAST, make_widget
 from utad.checkpoint import load_checkpoint
 from utad.cli import main
 from utad.detector import Detector
@@ -209,21 +209,8 @@ def test_output_names_stay_inside_out(tmp_path):
 TINY = [*FAST, "--quiet"]
 
 
-def _widget(root: Path, n_train: int = 10) -> Path:
-    rng = np.random.default_rng(1)
-    for i in range(n_train):
-        save(root / "train" / "good" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    for i in range(2):
-        save(root / "test" / "good" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-        save(root / "test" / "crack" / f"{i:03d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-        mask = np.zeros((32, 32), np.uint8)
-        mask[8:16, 8:20] = 255
-        save(root / "ground_truth" / "crack" / f"{i:03d}_mask.png", mask)
-    return root
-
-
 def test_train_stops_before_training_with_every_unreadable_file(tmp_path, capsys):
-    data = _widget(tmp_path / "widget")
+    data = make_widget(tmp_path / "widget", n_train=10, seed=1)
     (data / "train" / "good" / "900.png").write_bytes(b"")
     (data / "train" / "good" / "901.png").write_bytes(b"not an image")
     args = ["train", "--source", "mvtec", "--data", str(data), "--epochs", "1", *TINY]
