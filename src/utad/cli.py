@@ -25,8 +25,13 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
 
 def _config_from_args(args: argparse.Namespace):
     from utad.config import load_config
+    from utad.methods import DEFAULT_PRESET
 
     overrides = list(args.set or [])
+    method = getattr(args, "method", None)
+    if method:
+        overrides.insert(0, f"method={method}")
+    preset = args.preset or DEFAULT_PRESET.get(method or "utad", "cpu-fast")
     if getattr(args, "data", None):
         overrides.append(f"data.path={args.data}")
     for key in ("source", "category", "normal_class", "image_size"):
@@ -47,7 +52,8 @@ def _config_from_args(args: argparse.Namespace):
         overrides.append("pm.allow_random=true")
     if getattr(args, "epochs", None) is not None:
         overrides += [f"train.ie_epochs={args.epochs}", f"train.expert_epochs={args.epochs}"]
-    return load_config(args.preset, overrides)
+        overrides.append(f"ae.epochs={args.epochs}")  # the autoencoder baselines' epochs
+    return load_config(preset, overrides)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -153,7 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-masks", action="store_true", help="the data has no masks (image-level metrics only)"
     )
     tr.add_argument(
-        "--preset", default="cpu-fast", help="paper-mvtec | paper-oneclass | cpu-fast | a YAML file"
+        "--method",
+        choices=("utad", "ae-l2", "ae-ssim", "feature-knn", "feature-gaussian"),
+        help="detector: utad (default), the paper's autoencoder baselines ae-l2 / ae-ssim, or the "
+        "pretrained-feature methods feature-knn (PatchCore-style) / feature-gaussian (PaDiM-style)",
+    )
+    tr.add_argument(
+        "--preset",
+        help="paper-mvtec | paper-oneclass | cpu-fast | ae-l2 | ae-ssim | feature-knn | feature-gaussian | a "
+        "YAML file (default: cpu-fast, or the preset named after --method)",
     )
     tr.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train.ie_epochs=50"

@@ -118,14 +118,56 @@ class DetectConfig:
 
 
 @dataclass
+class AEConfig:
+    """The convolutional autoencoder of Bergmann et al. 2018 (methods ``ae-l2`` and ``ae-ssim``)."""
+
+    width: int = (
+        32  # channels of the first conv (Bergmann: 32); Table 4's AE-64/128/256 are widths 64/128/256
+    )
+    latent_dim: int = 100  # size of the bottleneck code (Bergmann: 100 for MVTec objects)
+    epochs: int = 200  # Bergmann: 200
+    batch_size: int = 16  # Bergmann: 128 over 10 000 augmented patches; 16 here over ~200 whole images
+    lr: float = 2e-4  # Adam learning rate (Bergmann: 2e-4)
+    weight_decay: float = 1e-5  # Adam weight decay (Bergmann: 1e-5)
+    ssim_window: int = 11  # SSIM window side k, for the ae-ssim loss and map (Bergmann: 11)
+    ssim_sigma: float = 1.5  # Gaussian SSIM window (Wang et al. 2004); 0 = uniform k x k window
+    negative_slope: float = 0.2  # LeakyReLU slope (Bergmann: 0.2)
+
+
+@dataclass
+class FeatureConfig:
+    """Pretrained-feature statistics: ``feature-knn`` (PatchCore-style) and ``feature-gaussian`` (PaDiM-style)."""
+
+    backbone: str = "efficientnet-lite0"  # vgg19 | efficientnet-lite0 (offline ImageNet weights)
+    layers: list[str] = field(default_factory=lambda: ["block4", "block10"])  # layers read (mid-level)
+    grid_stride: int = 8  # every layer's map is resized to image_size / grid_stride positions per side
+    neighbourhood: int = 3  # locally aware patch features: p x p average over each layer's map (PatchCore: 3)
+    k: int = 1  # feature-knn: neighbours averaged for a patch's distance (PatchCore: 1)
+    coreset_ratio: float = 0.1  # feature-knn: memory bank = this share of training patches (PatchCore: 0.1)
+    coreset_max: int | None = None  # feature-knn: cap on the bank size (None: no cap)
+    coreset_projection: int = (
+        128  # feature-knn: random projection dims for the greedy selection (PatchCore: 128)
+    )
+    coreset: str = "greedy"  # feature-knn: greedy (farthest point, PatchCore Alg. 1) | random | none
+    channels: int = 100  # feature-gaussian: random subset of feature channels (PaDiM: 100 for ResNet18)
+    eps: float = 0.01  # feature-gaussian: covariance regularisation eps * I (PaDiM: 0.01)
+    smooth_map: bool = True  # smooth the map itself with detect.smooth_sigma, as PatchCore and PaDiM do
+
+
+@dataclass
 class UtadConfig:
     seed: int = 0  # seeds torch, numpy and data splits; CPU runs repeat exactly
+    method: str = "utad"  # utad | ae-l2 | ae-ssim | feature-knn | feature-gaussian (utad.methods)
     data: DataConfig = field(default_factory=DataConfig)
     ienet: IENetConfig = field(default_factory=IENetConfig)
     expert: ExpertNetConfig = field(default_factory=ExpertNetConfig)
     pm: PMConfig = field(default_factory=PMConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    ae: AEConfig = field(default_factory=AEConfig)  # used by method ae-l2 / ae-ssim only
+    feature: FeatureConfig = field(
+        default_factory=FeatureConfig
+    )  # used by feature-knn / feature-gaussian only
 
 
 def _build(cls: type, values: dict[str, Any], where: str, key: str = "") -> Any:
@@ -189,6 +231,9 @@ def from_dict(values: dict[str, Any], where: str = "config") -> UtadConfig:
 
 
 _CHOICES = {
+    "method": ("utad", "ae-l2", "ae-ssim", "feature-knn", "feature-gaussian"),
+    "feature.backbone": ("vgg19", "efficientnet-lite0"),
+    "feature.coreset": ("greedy", "random", "none"),
     "data.source": ("demo", "mvtec", "folder", "mnist", "fashion-mnist", "cifar10"),
     "data.channels": (1, 3),
     "ienet.decoder_input": ("spatial", "global"),
@@ -204,8 +249,10 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
     """Check values that types alone do not catch; the first problem is a ``ConfigError`` naming the key."""
 
     def get(key: str) -> Any:
-        section, name = key.split(".")
-        return getattr(getattr(cfg, section), name)
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        return node
 
     def fail(key: str, problem: str) -> None:
         raise ConfigError(f"{where}: {key}: {problem} (got {get(key)!r})")
@@ -226,6 +273,26 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
         fail("detect.quantile", "must be between 0 and 1")
     if cfg.detect.smooth_sigma < 0:
         fail("detect.smooth_sigma", "must be 0 (off) or more")
+    if cfg.method in ("ae-l2", "ae-ssim"):
+        for key in ("ae.width", "ae.latent_dim", "ae.epochs", "ae.batch_size", "ae.lr", "ae.ssim_window"):
+            if get(key) <= 0:
+                fail(key, "must be greater than 0")
+        if cfg.data.image_size % 16 or cfg.data.image_size < 32:
+            fail(
+                "data.image_size", "must be a multiple of 16, at least 32 (the autoencoder halves it 4 times)"
+            )
+        return cfg
+    if cfg.method in ("feature-knn", "feature-gaussian"):
+        for key in ("feature.grid_stride", "feature.neighbourhood", "feature.k", "feature.channels"):
+            if get(key) <= 0:
+                fail(key, "must be greater than 0")
+        if not 0.0 < cfg.feature.coreset_ratio <= 1.0:
+            fail("feature.coreset_ratio", "must be in (0, 1]")
+        if not cfg.feature.layers:
+            fail("feature.layers", "must name at least one backbone layer")
+        if cfg.data.image_size % cfg.feature.grid_stride:
+            fail("data.image_size", f"must be divisible by feature.grid_stride {cfg.feature.grid_stride}")
+        return cfg
     stride = 2**cfg.ienet.blocks
     if cfg.expert.enabled:
         stride = max(stride, 2**cfg.expert.downsample)

@@ -1,6 +1,7 @@
 """The composed detector: IE-Net -> Expert-Net -> Perceptual Measurement -> normalised map, mask and score.
 
-One inference contract (``Prediction``) serves the CLI, the report, the benchmark and export. The anomaly map
+``MapDetector`` is the contract every method shares (UTAD here, the baselines in ``utad.methods``): a raw
+anomaly map per image, then the same normalisation, smoothing, score and mask. One inference contract (``Prediction``) serves the CLI, the report, the benchmark and export. The anomaly map
 is normalised with statistics of held-out normal images stored in the checkpoint (never per-image min-max),
 so that alpha = 0.5 (Eq. 9) means the same on every image:
 
@@ -41,8 +42,8 @@ class Prediction:
     anomaly_map: np.ndarray  # (H, W) float, normalised e
     mask: np.ndarray  # (H, W) bool, anomaly_map > alpha (Eq. 9)
     image: np.ndarray  # x
-    impression: np.ndarray  # m
-    reconstruction: np.ndarray | None  # x^ (None without Expert-Net)
+    impression: np.ndarray | None  # m (None for methods without an impression)
+    reconstruction: np.ndarray | None  # x^ (None without Expert-Net; an autoencoder's output for ae-*)
     naive_impression: np.ndarray | None  # m^ (None without the m^ branch)
 
 
@@ -54,41 +55,34 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return k / k.sum()
 
 
-class Detector(nn.Module):
-    """``forward(x)`` (B, C, S, S) in [0, 1] -> (score (B,), map (B, 1, S, S), m, x^, m^)."""
+class MapDetector(nn.Module):
+    """What every method shares: the anomaly map's normalisation (calibrated on held-out normals), smoothing,
+    image score, mask at alpha and ``Prediction``s. A method implements ``raw_map(x) -> (e, m, x^, m^)``
+    (intermediates None when it has none) and sets ``config`` and ``backbone``.
+
+    ``forward(x)`` (B, C, S, S) in [0, 1] -> (score (B,), map (B, 1, S, S), m, x^, m^).
+    """
+
+    method = "utad"
+    map_smoothed = False  # True: raw_map already smooths the map (PatchCore, PaDiM); the score is its max
 
     def __init__(
-        self,
-        ienet: IENet,
-        expert: ExpertNet | None,
-        pm: PerceptualMeasurement,
-        detect: DetectConfig,
-        norm: dict[str, float] | None = None,
-        image_size: int = 256,
+        self, detect: DetectConfig, norm: dict[str, float] | None = None, image_size: int = 256
     ) -> None:
         super().__init__()
-        self.ienet, self.expert, self.pm, self.detect = ienet, expert, pm, detect
+        self.detect = detect
         self.norm = dict(norm or {})
         sigma = detect.smooth_sigma * image_size / 256.0
         k = gaussian_kernel(sigma) if sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
         self.config: UtadConfig | None = None
         self.backbone: BackboneInfo | None = None
-
-    def intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(m, x^, m^) for x; x^ and m^ are None when the model has no Expert-Net / no m^ branch."""
-        m = self.ienet.impression(x)
-        if self.expert is None:
-            return m, None, None
-        out = self.expert(x, m)
-        return m, out.x_hat, out.m_hat
+        self.pm: PerceptualMeasurement | None = None  # UTAD's measurement (fidelity); None for other methods
 
     def raw_map(
         self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Un-normalised e (B, 1, S, S) and the intermediates (m, x^, m^)."""
-        m, x_hat, m_hat = self.intermediates(x)
-        return self.pm(x, m, x_hat, m_hat), m, x_hat, m_hat
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        raise NotImplementedError
 
     def normalise(self, e: torch.Tensor) -> torch.Tensor:
         if not self.norm:
@@ -113,7 +107,7 @@ class Detector(nn.Module):
     def forward(self, x: torch.Tensor):
         e, m, x_hat, m_hat = self.raw_map(x)
         e = self.normalise(e)
-        score = self.smooth(e).amax(dim=(1, 2, 3))
+        score = (e if self.map_smoothed else self.smooth(e)).amax(dim=(1, 2, 3))
         return score, e, m, x_hat, m_hat
 
     @torch.no_grad()
@@ -175,16 +169,56 @@ class Detector(nn.Module):
             preds += self.predict_tensor(x, chunk)
         return preds
 
+
+class Detector(MapDetector):
+    """UTAD: IE-Net -> Expert-Net -> Perceptual Measurement (Eq. 8) -> normalised map, mask and score."""
+
+    def __init__(
+        self,
+        ienet: IENet,
+        expert: ExpertNet | None,
+        pm: PerceptualMeasurement,
+        detect: DetectConfig,
+        norm: dict[str, float] | None = None,
+        image_size: int = 256,
+    ) -> None:
+        super().__init__(detect, norm, image_size)
+        self.ienet, self.expert, self.pm = ienet, expert, pm
+
+    def intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(m, x^, m^) for x; x^ and m^ are None when the model has no Expert-Net / no m^ branch."""
+        m = self.ienet.impression(x)
+        if self.expert is None:
+            return m, None, None
+        out = self.expert(x, m)
+        return m, out.x_hat, out.m_hat
+
+    def raw_map(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Un-normalised e (B, 1, S, S) and the intermediates (m, x^, m^)."""
+        m, x_hat, m_hat = self.intermediates(x)
+        return self.pm(x, m, x_hat, m_hat), m, x_hat, m_hat
+
     @classmethod
-    def load(cls, run: str | os.PathLike, device: str = "cpu") -> Detector:
-        """Load a trained detector from a run folder (its ``checkpoint.pt``) or a checkpoint file."""
+    def load(cls, run: str | os.PathLike, device: str = "cpu") -> MapDetector:
+        """Load a trained detector (any ``method``) from a run folder (its ``checkpoint.pt``) or a checkpoint."""
         from utad.checkpoint import load_checkpoint
-        from utad.model import build_expert, build_ienet, build_pm
 
         ckpt = load_checkpoint(run)
         if ckpt.get("stage") != "done" or not ckpt.get("norm"):
             raise UtadError(f"{run}: training has not finished (stage {ckpt.get('stage')}); resume it first")
         cfg = from_dict(ckpt["config"])
+        if cfg.method != "utad":
+            from utad.methods import load_baseline
+
+            return load_baseline(run, ckpt, cfg, device)
+        return cls.from_checkpoint(run, ckpt, cfg, device)
+
+    @classmethod
+    def from_checkpoint(cls, run, ckpt: dict, cfg: UtadConfig, device: str = "cpu") -> Detector:
+        from utad.model import build_expert, build_ienet, build_pm
+
         ienet = build_ienet(cfg)
         ienet.load_state_dict(ckpt["ienet"])
         expert = build_expert(cfg)

@@ -17,13 +17,13 @@ from tqdm.auto import tqdm
 
 from utad.data.bundle import DataBundle
 from utad.data.images import load_mask, open_image
-from utad.detector import Detector, Prediction
+from utad.detector import MapDetector, Prediction
 from utad.errors import UtadError
 from utad.fidelity import FidelityMeter
 from utad.metrics import aupro, f1_max, image_auroc, iou, pixel_auroc
 
 
-def run_detector(det: Detector, dataset, batch_size: int = 8, progress: bool = True) -> list[Prediction]:
+def run_detector(det: MapDetector, dataset, batch_size: int = 8, progress: bool = True) -> list[Prediction]:
     preds: list[Prediction] = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in tqdm(loader, desc="test", unit="batch", disable=not progress, dynamic_ncols=True):
@@ -31,8 +31,13 @@ def run_detector(det: Detector, dataset, batch_size: int = 8, progress: bool = T
     return preds
 
 
-def normal_fidelity(det: Detector, preds: list[Prediction], labels: np.ndarray, batch_size: int = 8) -> dict:
-    """Fidelity (``utad.fidelity``) of x^ and m on the normal test images, with the detector's measurement."""
+def normal_fidelity(
+    det: MapDetector, preds: list[Prediction], labels: np.ndarray, batch_size: int = 8
+) -> dict | None:
+    """Fidelity (``utad.fidelity``) of x^ and m on the normal test images, with the detector's measurement;
+    None for methods without an impression m and a perceptual measurement (the baselines)."""
+    if det.pm is None or not preds or preds[0].impression is None:
+        return None
     meter = FidelityMeter(det.pm)
     normal = [p for p, y in zip(preds, labels, strict=True) if y == 0]
     device = det.kernel.device
@@ -64,7 +69,7 @@ def _native_masks(data: DataBundle) -> tuple[np.ndarray, tuple[int, int]] | None
 
 
 def evaluate(
-    det: Detector, data: DataBundle, batch_size: int = 8, progress: bool = True
+    det: MapDetector, data: DataBundle, batch_size: int = 8, progress: bool = True
 ) -> tuple[dict[str, Any], list[Prediction]]:
     """Metrics dict (keys image_auroc, pixel_auroc, aupro, iou, f1_max, ...) and the predictions."""
     # labels without decoding the images

@@ -1,12 +1,14 @@
 """Export: the whole inference pipeline as one ONNX graph, and a detector that runs it with ONNX Runtime.
 
-The graph is ``Detector.forward``: IE-Net, Expert-Net, the Perceptual Measurement with its backbone (ImageNet
+The graph is ``MapDetector.forward``; for UTAD: IE-Net, Expert-Net, the Perceptual Measurement with its backbone (ImageNet
 input normalisation included), the map normalisation with the calibration stored in the run, the Gaussian
 smoothing and the image score. Input ``image`` (B, C, S, S) float in [0, 1] at the model's size (decoding and
 resizing stay in Python, shared with the PyTorch path: ``utad.data.images.load_image``). Outputs ``score`` (B,),
 ``anomaly_map`` (B, 1, S, S) normalised, ``impression`` m, and ``reconstruction`` x^ / ``naive_impression`` m^
 when the model has them. The batch size is dynamic. The run's resolved config, the calibration, alpha, the image
 size and the backbone go into the model's metadata, so ``utad predict model.onnx`` needs nothing else.
+The baselines (``utad.methods``) export the same way: their raw map (autoencoder, or backbone features with the
+memory bank / the Gaussians as constants) and the same normalisation and score.
 
 ONNX and ONNX Runtime are an optional extra: ``pip install utad[export]``.
 """
@@ -22,7 +24,7 @@ import torch
 
 from utad import __version__
 from utad.config import UtadConfig, from_dict, to_dict
-from utad.detector import Detector, Prediction
+from utad.detector import Detector, MapDetector, Prediction
 from utad.errors import UtadError
 from utad.io import atomic_write
 from utad.nets.perceptual import BackboneInfo
@@ -42,7 +44,7 @@ def _need(module: str):
 class _Graph(torch.nn.Module):
     """Detector.forward with a fixed tuple of outputs (None outputs left out)."""
 
-    def __init__(self, det: Detector) -> None:
+    def __init__(self, det: MapDetector) -> None:
         super().__init__()
         self.det = det
 
@@ -51,13 +53,12 @@ class _Graph(torch.nn.Module):
         return tuple(t for t in (score, e, m, x_hat, m_hat) if t is not None)
 
 
-def output_names(det: Detector) -> list[str]:
-    names = ["score", "anomaly_map", "impression"]
-    if det.expert is not None:
-        names.append("reconstruction")
-        if det.expert.use_naive:
-            names.append("naive_impression")
-    return names
+def output_names(det: MapDetector, x: torch.Tensor) -> list[str]:
+    """The graph's outputs: score and map, then whichever of m, x^, m^ the method produces."""
+    with torch.no_grad():
+        outs = det(x)
+    names = ["score", "anomaly_map", "impression", "reconstruction", "naive_impression"]
+    return [n for n, t in zip(names, outs, strict=True) if t is not None]
 
 
 def export_onnx(run: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -69,7 +70,9 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike, overwrite: bool 
     det = Detector.load(run).eval()
     cfg = det.config
     x = torch.rand(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    names = output_names(det)
+    if hasattr(det, "chunk"):
+        det.chunk = 0  # feature-knn: all queries in one matrix product, whatever the batch size
+    names = output_names(det, x)
     tmp = out.with_name(f".{out.name}.export.tmp")
     try:
         with torch.no_grad():

@@ -87,6 +87,19 @@ def save_panel(
 def save_learning_curve(history: dict, path: str | os.PathLike) -> Path:
     """Loss terms per epoch of both stages, and the validation fidelity (``utad.fidelity``) per epoch:
     phi(x, m) and phi(x, x^) on the held-out normal images and their ratio, the fidelity gain."""
+    if "ienet" not in history:  # another method: one panel per stage it has (the autoencoder's "ae")
+        stages = [s for s, rows in history.items() if rows and "epoch" in rows[0]]
+        fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(5, 3.2), squeeze=False)
+        for ax, stage in zip(axes[0], stages, strict=False):
+            rows = history[stage]
+            for key in [k for k in rows[0] if k not in ("epoch", "seconds")]:
+                ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], label=key)
+            ax.set_title(f"{stage} losses")
+            ax.set_xlabel("epoch")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        return _save_fig(fig, path)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
     for ax, stage in zip(axes[:2], ("ienet", "expert"), strict=True):
         rows = history.get(stage) or []

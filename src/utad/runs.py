@@ -24,6 +24,7 @@ from utad.detector import Detector
 from utad.errors import DataError, UtadError
 from utad.evaluate import evaluate
 from utad.io import atomic_write, prepare_run_dir, write_json
+from utad.methods import count_parameters
 from utad.model import build_pm
 from utad.report import heatmap, overlay, save_fidelity_panel, save_learning_curve, save_panel
 from utad.train import train
@@ -90,7 +91,10 @@ def test_run(
             "random_backbone_weights": not det.backbone.pretrained and det.backbone.name != "none",
             "normalisation": {"method": cfg.detect.normalisation, **det.norm},
             "inference_ms_per_image": 1000 * seconds / max(1, len(preds)),
-            "epochs": {"ienet": len(ckpt["history"]["ienet"]), "expert": len(ckpt["history"]["expert"])},
+            "method": cfg.method,
+            "parameters": count_parameters(det),
+            "train_seconds": train_seconds(ckpt["history"]),
+            "epochs": {stage: len(rows) for stage, rows in ckpt["history"].items() if stage != "fit"},
             "config": to_dict(cfg),
         }
     )
@@ -113,10 +117,18 @@ def test_run(
     title += f" — backbone {det.backbone.name}" + (
         " (RANDOM weights)" if metrics["random_backbone_weights"] else ""
     )
+    title = f"{cfg.method}: {title}" if cfg.method != "utad" else title
     save_panel([preds[i] for i in chosen], out / "report.png", gts, title)
-    save_fidelity_panel([preds[i] for i in chosen], out / "fidelity.png")
-    save_learning_curve(ckpt["history"], out / "learning_curve.png")
+    if preds[0].impression is not None:
+        save_fidelity_panel([preds[i] for i in chosen], out / "fidelity.png")
+    if any(stage != "fit" and rows for stage, rows in ckpt["history"].items()):
+        save_learning_curve(ckpt["history"], out / "learning_curve.png")
     return metrics
+
+
+def train_seconds(history: dict[str, list[dict]]) -> float:
+    """Training time of a run from its history: the last epoch's time of every stage (or the fit's)."""
+    return float(sum(rows[-1].get("seconds", 0.0) for rows in history.values() if rows))
 
 
 def _png(path: Path, array: np.ndarray) -> None:

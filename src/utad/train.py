@@ -97,27 +97,13 @@ def train(
             return run_dir / "checkpoint.pt"
     if cfg is None:
         raise UtadError("train() needs a config unless resume=True")
+    if cfg.method != "utad":
+        from utad.methods.train import train_baseline
+
+        return train_baseline(cfg, run_dir, state, overwrite, progress, data)
     seed_everything(cfg.seed)
     pm, backbone = build_pm(cfg)  # first: a missing weight file fails before a run folder or data is touched
-    if not resume:
-        prepare_run_dir(
-            run_dir, overwrite=overwrite, resume=False, create=False
-        )  # refuse early, make nothing
-    data = data or build_data(cfg.data, cfg.seed, run_dir.parent / ".utad-cache")
-    if cfg.train.batch_size > len(data.train):
-        raise UtadError(
-            f"train.batch_size {cfg.train.batch_size} is larger than the training set ({len(data.train)} images "
-            "after the validation split); lower it"
-        )
-    prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
-    write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    if data.skipped:
-        write_json(run_dir / "skipped.json", data.skipped)
-        log.warning(
-            "skipped %d unreadable file(s), listed in %s", len(data.skipped), run_dir / "skipped.json"
-        )
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    data = open_run(cfg, run_dir, resume, overwrite, data, cfg.train.batch_size)
     fabric = _fabric(cfg)
     if not backbone.pretrained and backbone.name != "none":
         log.warning(
@@ -256,6 +242,39 @@ def train(
     norm = det.calibrate(val_loader)
     snapshot("done", epoch, norm)
     return run_dir / "checkpoint.pt"
+
+
+def open_run(
+    cfg: UtadConfig,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    data: DataBundle | None,
+    batch_size: int,
+    batch_key: str = "train.batch_size",
+) -> DataBundle:
+    """Check the run folder (refusing to clobber before anything is read), build the data, then create the
+    folder with ``config.yaml`` (and ``skipped.json`` when files were left out). Shared by every method."""
+    if not resume:
+        prepare_run_dir(
+            run_dir, overwrite=overwrite, resume=False, create=False
+        )  # refuse early, make nothing
+    data = data or build_data(cfg.data, cfg.seed, run_dir.parent / ".utad-cache")
+    if batch_size > len(data.train):
+        raise UtadError(
+            f"{batch_key} {batch_size} is larger than the training set ({len(data.train)} images after the "
+            "validation split); lower it"
+        )
+    prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    if data.skipped:
+        write_json(run_dir / "skipped.json", data.skipped)
+        log.warning(
+            "skipped %d unreadable file(s), listed in %s", len(data.skipped), run_dir / "skipped.json"
+        )
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    return data
 
 
 def lr_at(base_lr: float, schedule: str, epoch: int, epochs: int) -> float:
