@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from utad.config import DetectConfig
-from utad.detector import Detector, gaussian_kernel
+from utad.detector import Detector, MapDetector, gaussian_kernel
 from utad.errors import UtadError
 from utad.nets.expert_net import ExpertNet
 from utad.nets.ie_net import IENet
@@ -69,3 +69,28 @@ def test_smoothing_sigma_scales_with_resolution():
     assert det.kernel.numel() == 2 * 1 + 1  # 4 px at 256 -> 0.25 px at 16 -> radius 1
     assert gaussian_kernel(4.0).numel() == 33
     assert float(gaussian_kernel(2.0).sum()) == pytest.approx(1.0)
+
+
+class _FixedMap(MapDetector):
+    """The shared contract over a given raw map (no network): what every method's scores go through."""
+
+    def __init__(self, maps, detect):
+        super().__init__(detect, {"quantile": 1.0}, image_size=maps.shape[-1])
+        self.maps = maps
+
+    def raw_map(self, x):
+        return self.maps, None, None, None
+
+
+@pytest.mark.parametrize("score", ["max", "mean", "topk"])
+def test_image_score_choices(score):
+    maps = torch.zeros(2, 1, 10, 10)
+    maps[0, 0, 0, :5] = 2.0  # 5 hot pixels of 100
+    maps[1, 0] = 0.3  # uniformly warm
+    det = _FixedMap(maps, DetectConfig(score=score, top_k=0.05, smooth_sigma=0, norm_value=1.0))
+    got, e, *_ = det(torch.zeros(2, 3, 10, 10))
+    want = {"max": [2.0, 0.3], "mean": [0.1, 0.3], "topk": [2.0, 0.3]}[score]
+    torch.testing.assert_close(got, torch.tensor(want))
+    det.detect.top_k = 0.1  # the 10 highest: 5 hot + 5 zero
+    if score == "topk":
+        torch.testing.assert_close(det(torch.zeros(2, 3, 10, 10))[0], torch.tensor([1.0, 0.3]))

@@ -108,6 +108,9 @@ def test_iou_pooling():
     maps[1, 0, 0] = 1.0  # 1 false positive in the normal image
     assert iou(maps, masks, 0.5) == pytest.approx(4 / 9)  # pooled over the set: 4 / (8 + 1)
     assert iou(maps, masks, 0.5, pooling="image") == pytest.approx((4 / 8 + 0 / 1) / 2)
+    assert iou(maps, masks, 0.5, pooling="defect") == pytest.approx(4 / 8)  # the normal image left out
+    with pytest.raises(ValueError, match="no defect image"):
+        iou(maps, np.zeros_like(masks), 0.5, pooling="defect")
 
 
 def test_f1_max_matches_brute_force():

@@ -115,6 +115,10 @@ class DetectConfig:
     quantile: float = 0.999  # quantile of held-out normal pixels mapped to norm_value
     norm_value: float = 0.5  # the normalised value of that quantile (alpha = 0.5: segment above it)
     smooth_sigma: float = 4.0  # Gaussian sigma before the image score (max), in px of a 256 px image; 0 = off
+    score: str = (
+        "max"  # image score from the smoothed map: max (MVTec reference) | mean | topk (mean of top_k %)
+    )
+    top_k: float = 0.01  # score=topk: the share of pixels with the highest values that are averaged
 
 
 @dataclass
@@ -242,6 +246,7 @@ _CHOICES = {
     "train.ie_optimizer": ("sgd", "adam"),
     "train.lr_schedule": ("constant", "cosine"),
     "detect.normalisation": ("quantile", "minmax"),
+    "detect.score": ("max", "mean", "topk"),
 }
 
 
@@ -271,6 +276,8 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
         fail("data.val_fraction", "must be between 0 and 1 (held-out normal images normalise the maps)")
     if not 0.0 < cfg.detect.quantile < 1.0:
         fail("detect.quantile", "must be between 0 and 1")
+    if not 0.0 < cfg.detect.top_k <= 1.0:
+        fail("detect.top_k", "must be in (0, 1] (a share of the pixels)")
     if cfg.detect.smooth_sigma < 0:
         fail("detect.smooth_sigma", "must be 0 (off) or more")
     if cfg.method in ("ae-l2", "ae-ssim"):

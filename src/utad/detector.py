@@ -9,7 +9,8 @@ so that alpha = 0.5 (Eq. 9) means the same on every image:
   the defaults, alpha = 0.5 segments what is above the 99.9th percentile of normal pixels.
 * ``minmax``: ``e_n = (e - min) / (max - min)`` over validation normal pixels.
 
-The image score is the maximum of the normalised map after Gaussian smoothing; ``smooth_sigma`` is given in
+The image score is the maximum of the normalised map after Gaussian smoothing (``detect.score``: or its mean, or
+the mean of its top-k share, for whole-image anomalies); ``smooth_sigma`` is given in
 pixels of a 256 px image (the MVTec reference's 4 px) and scaled with the model's resolution, so the smoothing
 covers the same part of the image at every size.
 """
@@ -104,10 +105,21 @@ class MapDetector(nn.Module):
         e = F.conv2d(F.pad(e, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
         return F.conv2d(F.pad(e, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
 
+    def image_score(self, smoothed: torch.Tensor) -> torch.Tensor:
+        """(B,) from smoothed maps (B, 1, H, W): ``detect.score`` max, mean, or topk (mean of the ``top_k``
+        share of highest pixels; for whole-image anomalies, e.g. the one-class protocol)."""
+        flat = smoothed.flatten(1)
+        if self.detect.score == "mean":
+            return flat.mean(1)
+        if self.detect.score == "topk":
+            k = max(1, round(self.detect.top_k * flat.shape[1]))
+            return flat.topk(k, dim=1).values.mean(1)
+        return flat.amax(1)
+
     def forward(self, x: torch.Tensor):
         e, m, x_hat, m_hat = self.raw_map(x)
         e = self.normalise(e)
-        score = (e if self.map_smoothed else self.smooth(e)).amax(dim=(1, 2, 3))
+        score = self.image_score(e if self.map_smoothed else self.smooth(e))
         return score, e, m, x_hat, m_hat
 
     @torch.no_grad()

@@ -113,7 +113,9 @@ def iou(maps: np.ndarray, masks: np.ndarray, threshold: float, pooling: str = "s
 
     ``pooling="set"`` (default): |pred AND gt| / |pred OR gt| with both counts summed over every pixel of the
     whole set, anomaly-free images included (their false positives enlarge the union). ``pooling="image"``: the
-    mean of per-image IoUs over the images whose union is non-empty.
+    mean of per-image IoUs over the images whose union is non-empty. ``pooling="defect"``: the mean of per-image
+    IoUs over the images with ground-truth anomalous pixels (anomaly-free images left out): the paper-comparable
+    reading of "IoU at alpha" per category.
     """
     maps, masks = np.asarray(maps), np.asarray(masks).astype(bool)
     _check_shapes(maps, masks, "maps and masks")
@@ -123,17 +125,22 @@ def iou(maps: np.ndarray, masks: np.ndarray, threshold: float, pooling: str = "s
         if union == 0:
             raise ValueError("IoU undefined: no predicted and no ground-truth anomalous pixel in the set")
         return float(np.logical_and(pred, masks).sum() / union)
-    if pooling == "image":
+    if pooling in ("image", "defect"):
         if maps.ndim < 3:
-            raise ValueError("pooling='image' needs maps of shape (N, H, W)")
+            raise ValueError(f"pooling={pooling!r} needs maps of shape (N, H, W)")
         axes = tuple(range(1, maps.ndim))
         inter = np.logical_and(pred, masks).sum(axis=axes)
         union = np.logical_or(pred, masks).sum(axis=axes)
-        keep = union > 0
+        keep = union > 0 if pooling == "image" else masks.any(axis=axes)
         if not keep.any():
-            raise ValueError("IoU undefined: no predicted and no ground-truth anomalous pixel in the set")
+            what = (
+                "no predicted and no ground-truth anomalous pixel"
+                if pooling == "image"
+                else "no defect image"
+            )
+            raise ValueError(f"IoU undefined: {what} in the set")
         return float(np.mean(inter[keep] / union[keep]))
-    raise ValueError(f"pooling must be 'set' or 'image', got {pooling!r}")
+    raise ValueError(f"pooling must be 'set', 'image' or 'defect', got {pooling!r}")
 
 
 def f1_max(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
