@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from utad import __version__
 from utad.errors import UtadError
@@ -118,6 +119,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from utad.benchmark import run_grid
+
+    out = args.out or str(Path("runs") / "bench" / Path(args.grid).stem)
+    results = run_grid(args.grid, out, args.publish, args.only, isolate=not args.in_process)
+    print(f"{len(results['cells'])} cells finished; wrote {out}/results.json and results.md")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from utad.runs import demo
 
@@ -220,6 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="model file to write, e.g. model.onnx")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
     ex.set_defaults(func=_cmd_export)
+
+    be = sub.add_parser(
+        "benchmark",
+        help="run a grid of (dataset, variant) cells, resumable, and write the paper-style tables",
+    )
+    be.add_argument("grid", help="grid file (YAML), e.g. benchmarks/grids/methods-bottle.yaml")
+    be.add_argument("--out", help="folder for the cells' runs and results (default: runs/bench/<grid name>)")
+    be.add_argument("--publish", help="also write <name>.json and <name>.md here, e.g. benchmarks/results")
+    be.add_argument("--only", help="run only the cells whose dataset/variant id contains this text")
+    be.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the cells in this process (faster start; no per-cell peak memory, a crash stops the grid)",
+    )
+    be.set_defaults(func=_cmd_benchmark)
 
     de = sub.add_parser("demo", help="train and test on the built-in demo data (cpu-fast preset)")
     de.add_argument("--out", default="runs/demo", help="run folder")

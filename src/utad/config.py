@@ -35,6 +35,7 @@ class DataConfig:
     channels: int = 3  # 3 = RGB, 1 = grey input to the networks (PM always sees 3 channels)
     val_fraction: float = 0.1  # share of normal training images held out for normalisation and thresholds
     limit_test: int | None = None  # one-class: keep a stratified subset of this many test images (None = all)
+    limit_train: int | None = None  # one-class: keep a fixed random subset of this many normal train images
     demo_seed: int = 0  # built-in demo: generator seed
     demo_size: int = 128  # built-in demo: crop side in pixels
     num_workers: int = 0  # DataLoader worker processes

@@ -70,3 +70,13 @@ def test_cifar10_missing_class_folder(tmp_path):
 def test_fashion_mnist_from_debian_package():
     data = load_one_class("fashion-mnist", None, normal_class=0)
     assert len(data.train) == 6000 and len(data.test) == 10000
+
+
+def test_limit_train_keeps_a_fixed_subset_of_normal_images(tmp_path):
+    from utad.config import DataConfig
+    from utad.data.bundle import build_data
+
+    cfg = DataConfig(source="mnist", path=str(MNIST), normal_class=1, limit_train=200, limit_test=100)
+    a, b = build_data(cfg, 0, tmp_path), build_data(cfg, 0, tmp_path)
+    assert len(a.train) + len(a.val) == 200 and len(a.test) == 100
+    assert np.array_equal(a.train[0]["image"].numpy(), b.train[0]["image"].numpy())

@@ -61,6 +61,9 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
     size, ch = cfg.image_size, cfg.channels
     if cfg.source in ONE_CLASS:
         data = load_one_class(cfg.source, cfg.path, cfg.normal_class, cfg.limit_test)
+        if cfg.limit_train is not None and cfg.limit_train < len(data.train):
+            keep = np.sort(np.random.default_rng(seed).permutation(len(data.train))[: cfg.limit_train])
+            data.train = data.train[keep]
         order = np.random.default_rng(seed).permutation(len(data.train))
         k = max(1, round(len(order) * cfg.val_fraction))
         val_idx, tr_idx = np.sort(order[:k]), np.sort(order[k:])

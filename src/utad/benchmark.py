@@ -1,0 +1,310 @@
+"""``utad benchmark GRID``: a resumable grid of (dataset, variant) cells, one run folder per cell, one table.
+
+A grid file (YAML, examples in ``benchmarks/grids/``)::
+
+    name: methods-bottle                 # names the published results files
+    title: All methods on MVTec AD bottle
+    table: compare                       # compare | mvtec | oneclass (utad.tables)
+    set: [seed=0]                        # overrides for every cell
+    datasets:                            # rows
+      - name: bottle
+        set: [data.source=mvtec, data.path=../shared/data/mvtec_ad/bottle]
+    variants:                            # columns / methods
+      - name: feature-knn
+        preset: feature-knn
+        set: [...]
+        paper: {iou: 0.22}               # optional published numbers shown side by side
+      - name: utad-pixel                 # a test-time variant: another variant's trained networks,
+        reuse: utad                      # evaluated with other pm.* / detect.* settings (Table 3)
+        test_set: [pm.distance=pixel, "pm.terms=[x_xhat]"]
+
+Every cell (dataset x variant) trains and tests in its own subprocesses (``utad train``, ``utad test``), so a
+crash stays in its cell and each cell's peak memory is measured (``os.wait4``). Relative paths in ``set`` are
+taken from the directory the command runs in (the repository root for the shipped grids).
+
+Resuming: a cell whose ``cell.json`` says ``done`` with the same settings is never run again; an interrupted
+cell continues from its checkpoint (``utad train --resume``) or, without one, restarts in its own folder. A
+finished cell whose grid settings changed is refused (pick another ``--out``), never silently replaced. After
+every cell ``results.json`` and ``results.md`` are rewritten atomically (and copied to ``--publish``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from utad.checkpoint import load_checkpoint
+from utad.config import dump_yaml, from_dict, load_config, to_dict
+from utad.errors import ConfigError, UtadError
+from utad.io import write_json, write_text
+
+log = logging.getLogger("utad")
+KEYS = ("image_auroc", "pixel_auroc", "aupro", "iou", "iou_defect_mean", "f1_max")
+
+
+@dataclass
+class Cell:
+    dataset: str
+    variant: str
+    preset: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    reuse: str | None = None  # variant whose trained run this cell evaluates with ``test_set``
+    test_set: list[str] = field(default_factory=list)
+    paper: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}/{self.variant}"
+
+    def spec(self) -> dict[str, Any]:
+        """What decides the cell's result (a finished cell with another spec is not reused)."""
+        return {k: v for k, v in asdict(self).items() if k != "paper"}
+
+
+@dataclass
+class Grid:
+    name: str
+    title: str
+    table: str
+    cells: list[Cell]
+    notes: str = ""
+    path: str = ""
+
+
+def _list(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of 'key=value' strings")
+    return list(value)
+
+
+def load_grid(path: str | os.PathLike) -> Grid:
+    """Read and check a grid file; every cell's config is resolved here, so a typo fails before any training."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: grid file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with datasets and variants")
+    unknown = set(raw) - {"name", "title", "table", "set", "datasets", "variants", "notes"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    from utad.tables import TABLES
+
+    table = raw.get("table", "compare")
+    if table not in TABLES:
+        raise ConfigError(f"{path}: table must be one of {', '.join(TABLES)}, got {table!r}")
+    common = _list(raw.get("set"), f"{path}: set")
+    datasets, variants = raw.get("datasets") or [], raw.get("variants") or []
+    if not datasets or not variants:
+        raise ConfigError(f"{path}: needs at least one entry under datasets and under variants")
+    names = [v.get("name") for v in variants]
+    cells = []
+    for d in datasets:
+        for v in variants:
+            where = f"{path}: {d.get('name')}/{v.get('name')}"
+            if not d.get("name") or not v.get("name"):
+                raise ConfigError(f"{where}: every dataset and variant needs a name")
+            if v.get("reuse") and v["reuse"] not in names:
+                raise ConfigError(f"{where}: reuse {v['reuse']!r} is not a variant of this grid")
+            base = next((b for b in variants if b["name"] == v.get("reuse")), v)
+            cell = Cell(
+                dataset=str(d["name"]),
+                variant=str(v["name"]),
+                preset=base.get("preset"),
+                overrides=common + _list(d.get("set"), where) + _list(base.get("set"), where),
+                reuse=v.get("reuse"),
+                test_set=_list(v.get("test_set"), where),
+                paper=dict(v.get("paper") or {}) | dict((d.get("paper") or {}).get(v["name"], {})),
+            )
+            resolve(cell)  # fail early on a bad key or value
+            cells.append(cell)
+    name = str(raw.get("name") or path.stem)
+    return Grid(name, str(raw.get("title") or name), table, cells, str(raw.get("notes") or ""), str(path))
+
+
+def resolve(cell: Cell):
+    return load_config(cell.preset, cell.overrides)
+
+
+def _run(argv: list[str], log_file: Path, isolate: bool = True) -> tuple[int, float, float | None]:
+    """Run ``utad <argv>`` with its output appended to ``log_file``: (exit status, seconds, peak MB).
+
+    ``isolate``: in a subprocess, whose peak resident memory is measured (``os.wait4``); else in this process
+    (no interpreter start, no per-cell memory figure: None)."""
+    start = time.perf_counter()
+    with open(log_file, "a", encoding="utf-8") as f:
+        f.write(f"$ utad {' '.join(argv)}\n")
+        f.flush()
+        if not isolate:
+            import contextlib
+
+            from utad.cli import main
+
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                code = main(argv)
+            return code, time.perf_counter() - start, None
+        proc = subprocess.Popen([sys.executable, "-m", "utad.cli", *argv], stdout=f, stderr=subprocess.STDOUT)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.wait()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024  # Linux: kilobytes
+
+
+def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
+    """Train (or resume) and test one cell in ``out/<dataset>/<variant>``; returns its record."""
+    cdir = out / cell.dataset / cell.variant
+    cdir.mkdir(parents=True, exist_ok=True)
+    logf = cdir / "log.txt"
+    record: dict[str, Any] = {"id": cell.id, "dataset": cell.dataset, "variant": cell.variant}
+    record["spec"] = cell.spec()
+    peak, train_s = 0.0, 0.0
+    if cell.reuse:
+        run = out / cell.dataset / cell.reuse / "run"
+        if not (run / "metrics.json").is_file():
+            raise UtadError(
+                f"{cell.id}: reuses {cell.reuse}, which has not finished (list it first in the grid)"
+            )
+        cmd = ["test", str(run), "--out", str(cdir), "--quiet"]
+        for item in cell.test_set:
+            cmd += ["--set", item]
+        metrics_path = cdir / "metrics.json"
+    else:
+        run = cdir / "run"
+        cfg = resolve(cell)
+        write_text(cdir / "cell-config.yaml", dump_yaml(cfg))
+        state = None
+        if (run / "checkpoint.pt").is_file():
+            ckpt = load_checkpoint(run)
+            if to_dict(from_dict(ckpt["config"])) != to_dict(cfg):
+                raise UtadError(
+                    f"{run}: the run there was trained with other settings than cell {cell.id} asks for; use "
+                    "another --out (runs are never replaced)"
+                )
+            state = ckpt["stage"]
+        if state != "done":
+            if state is None and run.exists():
+                shutil.rmtree(run)  # the runner's own folder, interrupted before its first checkpoint
+            args = ["--resume"] if state is not None else ["--preset", str(cdir / "cell-config.yaml")]
+            code, train_s, mb = _run(["train", *args, "--out", str(run), "--quiet"], logf, isolate)
+            peak = max(peak, mb or 0.0)
+            if code != 0:
+                raise UtadError(f"{cell.id}: training failed (exit {code}); see {logf}")
+        cmd = ["test", str(run), "--quiet"]
+        metrics_path = run / "metrics.json"
+    code, test_s, mb = _run(cmd, logf, isolate)
+    peak = max(peak, mb or 0.0)
+    if code != 0:
+        raise UtadError(f"{cell.id}: testing failed (exit {code}); see {logf}")
+    m = json.loads(metrics_path.read_text())
+    cfg = m["config"]
+    record.update({k: m.get(k) for k in KEYS})
+    record.update(
+        {
+            "method": m.get("method", cfg.get("method", "utad")),
+            "preset": cell.preset,
+            "test_set": cell.test_set,
+            "image_size": cfg["data"]["image_size"],
+            "epochs": m.get("epochs"),
+            "train_minutes": (m.get("train_seconds") or 0.0) / 60,
+            "wall_minutes_this_run": (train_s + test_s) / 60,
+            "inference_ms_per_image": m.get("inference_ms_per_image"),
+            "parameters": m.get("parameters"),
+            "peak_mb": round(peak, 1) if peak else None,
+            "backbone": m["backbone"]["name"],
+            "backbone_pretrained": m["backbone"]["pretrained"],
+            "fidelity_gain": (m.get("fidelity") or {}).get("gain"),
+            "n_test": m.get("n_test"),
+            "paper": cell.paper,
+            "run": str(run),
+            "status": "done",
+        }
+    )
+    write_json(cdir / "cell.json", record)
+    return record
+
+
+def run_grid(
+    grid_path: str | os.PathLike,
+    out: str | os.PathLike,
+    publish: str | os.PathLike | None = None,
+    only: str | None = None,
+    echo=print,
+    isolate: bool = True,
+) -> dict[str, Any]:
+    """Run every cell of the grid not finished yet; returns the results (also in ``out/results.json``)."""
+    from utad.tables import render
+
+    grid = load_grid(grid_path)
+    out = Path(out)
+    cells = [c for c in grid.cells if only is None or only in c.id]
+    records: dict[str, dict] = {}
+    todo = []
+    for c in cells:
+        done = out / c.dataset / c.variant / "cell.json"
+        if done.is_file():
+            rec = json.loads(done.read_text())
+            if rec.get("status") == "done" and rec.get("spec") != c.spec():
+                raise UtadError(
+                    f"{done}: this cell finished with other settings than {grid.path} now gives; use another "
+                    "--out (finished cells are never replaced)"
+                )
+            if rec.get("status") == "done":
+                rec["paper"] = c.paper  # the published numbers may be added after the run
+                records[c.id] = rec
+                continue
+        todo.append(c)
+    echo(f"{grid.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run -> {out}")
+    start, times = time.perf_counter(), []
+
+    def publish_results() -> dict[str, Any]:
+        results = {
+            "grid": grid.name,
+            "title": grid.title,
+            "table": grid.table,
+            "grid_file": grid.path,
+            "notes": grid.notes,
+            "cells": [records[c.id] for c in cells if c.id in records],
+        }
+        write_json(out / "results.json", results)
+        write_text(out / "results.md", render(results))
+        if publish is not None:
+            write_json(Path(publish) / f"{grid.name}.json", results)
+            write_text(Path(publish) / f"{grid.name}.md", render(results))
+        return results
+
+    for i, c in enumerate(todo, 1):
+        t0 = time.perf_counter()
+        records[c.id] = run_cell(c, out, isolate)
+        times.append(time.perf_counter() - t0)
+        left = (len(todo) - i) * sum(times) / len(times)
+        r = records[c.id]
+        echo(
+            f"[{i}/{len(todo)}] {c.id}: image AUROC {_f(r['image_auroc'])}, pixel AUROC {_f(r['pixel_auroc'])}, "
+            f"IoU {_f(r['iou'])} in {times[-1] / 60:.1f} min; elapsed {(time.perf_counter() - start) / 60:.1f} "
+            f"min, about {left / 60:.0f} min left"
+        )
+        publish_results()
+    return publish_results()
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"

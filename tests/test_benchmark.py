@@ -1,0 +1,212 @@
+"""utad benchmark: a tiny grid end to end (demo data and a two-class slice of MNIST), resuming, refusing
+changed cells, and the table writer against fixed expected Markdown."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import MNIST
+from utad import benchmark
+from utad.cli import main
+from utad.errors import UtadError
+from utad.tables import render
+
+TINY = [
+    "data.image_size=32",
+    "data.demo_size=64",
+    "ienet.width=4",
+    "ienet.max_width=32",
+    "expert.dim=8",
+    "train.batch_size=8",
+    "train.ie_epochs=1",
+    "train.expert_epochs=1",
+]
+
+
+def write_grid(path: Path, extra_set: list[str] | None = None) -> Path:
+    mnist = ["data.source=mnist", f"data.path={MNIST}", "data.masks=false"]
+    mnist += ["data.limit_train=48", "data.limit_test=60"]
+    grid = {
+        "name": "tiny",
+        "title": "Tiny grid",
+        "table": "compare",
+        "set": ["seed=0", *TINY, *(extra_set or [])],
+        "datasets": [
+            {"name": "demo", "set": ["data.source=demo"]},
+            {"name": "mnist-0", "set": [*mnist, "data.normal_class=0"]},
+            {"name": "mnist-1", "set": [*mnist, "data.normal_class=1"]},
+        ],
+        "variants": [
+            {"name": "utad", "preset": "cpu-fast", "paper": {"image_auroc": 0.9}},
+            {"name": "utad-pixel", "reuse": "utad", "test_set": ["pm.distance=pixel", "pm.terms=[x_xhat]"]},
+        ],
+    }
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    grid = write_grid(root / "tiny.yaml")
+    out, publish = root / "out", root / "published"
+    argv = ["benchmark", str(grid), "--out", str(out), "--publish", str(publish), "--in-process"]
+    assert main(argv) == 0
+    return grid, out, publish
+
+
+def test_tiny_grid_writes_every_cell_and_the_tables(finished, capsys):
+    grid, out, publish = finished
+    results = json.loads((out / "results.json").read_text())
+    ids = [c["id"] for c in results["cells"]]
+    assert ids == [f"{d}/{v}" for d in ("demo", "mnist-0", "mnist-1") for v in ("utad", "utad-pixel")]
+    for c in results["cells"]:
+        assert c["status"] == "done" and 0.0 <= c["image_auroc"] <= 1.0
+        assert c["image_size"] == 32 and c["peak_mb"] is None  # in-process: no per-cell memory figure
+        assert c["backbone"] == ("none" if c["variant"] == "utad-pixel" else c["backbone"])
+    demo = results["cells"][0]
+    assert demo["pixel_auroc"] is not None and demo["epochs"] == {"ienet": 1, "expert": 1}
+    assert demo["backbone"] in ("efficientnet-lite0", "vgg19")
+    assert results["cells"][2]["pixel_auroc"] is None  # MNIST: image level only
+    assert results["cells"][1]["test_set"] == ["pm.distance=pixel", "pm.terms=[x_xhat]"]
+    md = (out / "results.md").read_text()
+    assert "| demo | utad |" in md and "| mnist-1 | utad-pixel |" in md and "image_auroc 0.900 (" in md
+    assert (publish / "tiny.json").is_file() and (publish / "tiny.md").read_text() == md
+
+
+def test_a_finished_grid_runs_nothing_again(finished, monkeypatch, capsys):
+    grid, out, _ = finished
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a finished cell ran again")
+
+    monkeypatch.setattr(benchmark, "_run", no_run)
+    results = benchmark.run_grid(grid, out)
+    assert len(results["cells"]) == 6
+    assert "6 finished, 0 to run" in capsys.readouterr().out
+
+
+def test_an_interrupted_cell_continues_from_its_checkpoint(finished, monkeypatch, capsys):
+    """Without its cell.json (killed after training), a cell is tested again without retraining."""
+    grid, out, _ = finished
+    (out / "mnist-1" / "utad" / "cell.json").unlink()
+    calls = []
+    real = benchmark._run
+    monkeypatch.setattr(benchmark, "_run", lambda argv, *a: calls.append(argv[0]) or real(argv, *a))
+    results = benchmark.run_grid(grid, out, only="mnist-1/utad")  # in a subprocess this time
+    assert calls == ["test"]  # mnist-1/utad only (utad-pixel is finished), and no "train"
+    assert len(results["cells"]) == 2
+    cell = json.loads((out / "mnist-1" / "utad" / "cell.json").read_text())
+    assert cell["status"] == "done" and cell["peak_mb"] > 100  # measured in the subprocess
+
+
+def test_a_changed_cell_is_refused(finished, tmp_path):
+    _, out, _ = finished
+    changed = write_grid(tmp_path / "tiny.yaml", ["detect.alpha=0.4"])
+    with pytest.raises(UtadError, match="finished with other settings"):
+        benchmark.run_grid(changed, out)
+
+
+def test_grid_errors_name_the_file_and_the_problem(tmp_path, capsys):
+    bad = tmp_path / "g.yaml"
+    bad.write_text(
+        "datasets: [{name: a, set: [data.source=demo]}]\nvariants: [{name: v, set: [train.nope=1]}]\n"
+    )
+    assert main(["benchmark", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) train.nope" in err and not (tmp_path / "o").exists()
+
+
+RESULTS = {
+    "title": "Fixed",
+    "grid_file": "g.yaml",
+    "table": "compare",
+    "cells": [
+        {
+            "dataset": "bottle",
+            "variant": "utad",
+            "method": "utad",
+            "preset": "cpu-fast",
+            "image_size": 128,
+            "epochs": {"ienet": 30, "expert": 20},
+            "image_auroc": 0.95,
+            "pixel_auroc": 0.9,
+            "aupro": 0.8,
+            "iou": 0.2,
+            "iou_defect_mean": 0.3,
+            "f1_max": 0.9,
+            "train_minutes": 20.0,
+            "inference_ms_per_image": 50.0,
+            "parameters": 1_500_000,
+            "peak_mb": 900.0,
+            "backbone": "efficientnet-lite0",
+            "backbone_pretrained": True,
+            "paper": {"iou": 0.37},
+        },
+        {
+            "dataset": "pill",
+            "variant": "utad",
+            "method": "utad",
+            "preset": "cpu-fast",
+            "image_size": 128,
+            "epochs": {"ienet": 30, "expert": 20},
+            "image_auroc": 0.65,
+            "pixel_auroc": 0.94,
+            "aupro": 0.87,
+            "iou": 0.12,
+            "iou_defect_mean": 0.1,
+            "f1_max": 0.9,
+            "train_minutes": 30.0,
+            "inference_ms_per_image": 60.0,
+            "parameters": 1_500_000,
+            "peak_mb": 1000.0,
+            "backbone": "efficientnet-lite0",
+            "backbone_pretrained": True,
+            "paper": {},
+        },
+    ],
+}
+
+EXPECTED_COMPARE = """\
+## Fixed
+
+Grid `g.yaml`, 2 cells finished.
+
+| dataset | variant | image AUROC | pixel AUROC | AUPRO | IoU set | IoU defect-mean | F1-max | train min | ms/image | params (M) | peak MB | paper (ours - paper) |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| bottle | utad | 0.950 | 0.900 | 0.800 | 0.200 | 0.300 | 0.900 | 20.0 | 50.0 | 1.50 | 900 | iou 0.370 (-0.070) |
+| pill | utad | 0.650 | 0.940 | 0.870 | 0.120 | 0.100 | 0.900 | 30.0 | 60.0 | 1.50 | 1000 | - |
+
+IoU at alpha = 0.5 on the normalised map: *IoU set* pools intersection and union over every test pixel; *IoU defect-mean* is the mean of per-image IoUs over the defect images (the reading compared with the paper). Differences in brackets are ours minus the paper's.
+
+Budget:
+
+| variant | method | preset | px | epochs | train min (mean) | backbone |
+|---|---|---|---|---|---|---|
+| utad | utad | cpu-fast | 128 | ienet 30, expert 20 | 25.0 | efficientnet-lite0 (pretrained) |
+"""
+
+
+def test_compare_table_is_exactly_as_expected():
+    assert render(RESULTS) == EXPECTED_COMPARE
+
+
+def test_mvtec_table_compares_with_the_paper_per_category():
+    md = render({**RESULTS, "table": "mvtec"})
+    # bottle: the grid's paper IoU 0.37; pill: Table 1's UTAD column (0.49), both against the defect-mean IoU
+    assert "| bottle | 0.300 | 0.200 | 0.950 | 0.900 | 0.800 | 0.900 | 0.370 (-0.070) |" in md
+    assert "| pill | 0.100 | 0.120 | 0.650 | 0.940 | 0.870 | 0.900 | 0.490 (-0.390) |" in md
+    assert "| **mean of 2** | 0.200 | 0.160 | 0.800 | 0.920 | 0.835 | 0.900 | 0.430 (-0.230) |" in md
+    assert "mean image AUROC 0.90 (ours over 2: image AUROC 0.800 (-0.100))" in md
+
+
+def test_oneclass_table_means_per_dataset_against_the_paper():
+    cells = [
+        {**RESULTS["cells"][0], "dataset": f"mnist-{k}", "image_auroc": a, "paper": {}}
+        for k, a in ((0, 0.99), (1, 0.97))
+    ]
+    md = render({**RESULTS, "table": "oneclass", "cells": cells})
+    assert "| mnist-0 | 0.990 |" in md and "| mnist-1 | 0.970 |" in md
+    assert "| **mnist mean of 2** | 0.980 (paper 0.994 (-0.014)) |" in md
