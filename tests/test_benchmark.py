@@ -58,7 +58,7 @@ def finished(tmp_path_factory):
 
 
 def test_tiny_grid_writes_every_cell_and_the_tables(finished, capsys):
-    grid, out, publish = finished
+    _, out, publish = finished
     results = json.loads((out / "results.json").read_text())
     ids = [c["id"] for c in results["cells"]]
     assert ids == [f"{d}/{v}" for d in ("demo", "mnist-0", "mnist-1") for v in ("utad", "utad-pixel")]
