@@ -13,13 +13,18 @@ def test_every_field_has_a_comment():
     import utad.config as c
 
     src = inspect.getsource(c)
-    for cls in (c.DataConfig, c.IENetConfig, c.ExpertNetConfig, c.PMConfig, c.TrainConfig, c.DetectConfig):
+    classes = (c.DataConfig, c.IENetConfig, c.ExpertNetConfig, c.PMConfig, c.TrainConfig, c.DetectConfig)
+    for cls in (*classes, c.AEConfig, c.FeatureConfig):
         for f in dataclasses.fields(cls):
             line = next(ln for ln in src.splitlines() if ln.strip().startswith(f"{f.name}:"))
             assert "#" in line, f"{cls.__name__}.{f.name} has no comment"
 
 
-@pytest.mark.parametrize("name", ["paper-mvtec", "paper-oneclass", "cpu-fast"])
+PRESETS = ["ae-l2", "ae-ssim", "cpu-fast", "feature-gaussian", "feature-knn", "oneclass-fast"]
+PRESETS += ["paper-mvtec", "paper-oneclass"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
 def test_presets_load_and_round_trip(name):
     cfg = load_config(name)
     assert isinstance(cfg, UtadConfig)
@@ -38,6 +43,10 @@ def test_paper_presets_match_the_paper():
     )
     oc = load_config("paper-oneclass")
     assert (oc.data.image_size, oc.ienet.blocks, oc.expert.res_blocks) == (64, 3, 1)
+    assert oc.expert.downsample == mv.expert.downsample == 3  # Sec. 4.2 changes only the block counts
+    fast = load_config("oneclass-fast")
+    assert (fast.data.image_size, fast.ienet.blocks, fast.expert.res_blocks) == (64, 3, 1)
+    assert fast.data.limit_train == 600 and fast.detect.score == "topk"
 
 
 def test_overrides_and_errors(tmp_path):
@@ -55,4 +64,4 @@ def test_overrides_and_errors(tmp_path):
     bad.write_text("data: [1, 2\n")
     with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
         load_config(bad)
-    assert sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")) == ["cpu-fast", "paper-mvtec", "paper-oneclass"]
+    assert sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")) == PRESETS

@@ -116,10 +116,8 @@ class DetectConfig:
     quantile: float = 0.999  # quantile of held-out normal pixels mapped to norm_value
     norm_value: float = 0.5  # the normalised value of that quantile (alpha = 0.5: segment above it)
     smooth_sigma: float = 4.0  # Gaussian sigma before the image score (max), in px of a 256 px image; 0 = off
-    score: str = (
-        "max"  # image score from the smoothed map: max (MVTec reference) | mean | topk (mean of top_k %)
-    )
-    top_k: float = 0.01  # score=topk: the share of pixels with the highest values that are averaged
+    score: str = "max"  # image score from the smoothed map: max (MVTec reference) | mean | topk
+    top_k: float = 0.01  # score=topk: the share of highest pixels averaged (0.01: the top 1 %)
 
 
 @dataclass
@@ -150,9 +148,7 @@ class FeatureConfig:
     k: int = 1  # feature-knn: neighbours averaged for a patch's distance (PatchCore: 1)
     coreset_ratio: float = 0.1  # feature-knn: memory bank = this share of training patches (PatchCore: 0.1)
     coreset_max: int | None = None  # feature-knn: cap on the bank size (None: no cap)
-    coreset_projection: int = (
-        128  # feature-knn: random projection dims for the greedy selection (PatchCore: 128)
-    )
+    coreset_projection: int = 128  # feature-knn: random projection dims for the selection (PatchCore: 128)
     coreset: str = "greedy"  # feature-knn: greedy (farthest point, PatchCore Alg. 1) | random | none
     channels: int = 100  # feature-gaussian: random subset of feature channels (PaDiM: 100 for ResNet18)
     eps: float = 0.01  # feature-gaussian: covariance regularisation eps * I (PaDiM: 0.01)
