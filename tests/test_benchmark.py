@@ -59,7 +59,7 @@ def finished(tmp_path_factory):
 
 def test_tiny_grid_writes_every_cell_and_the_tables(finished, capsys):
     _, out, publish = finished
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "tiny.json").read_text())
     ids = [c["id"] for c in results["cells"]]
     assert ids == [f"{d}/{v}" for d in ("demo", "mnist-0", "mnist-1") for v in ("utad", "utad-pixel")]
     for c in results["cells"]:
@@ -71,7 +71,7 @@ def test_tiny_grid_writes_every_cell_and_the_tables(finished, capsys):
     assert demo["backbone"] in ("efficientnet-lite0", "vgg19")
     assert results["cells"][2]["pixel_auroc"] is None  # MNIST: image level only
     assert results["cells"][1]["test_set"] == ["pm.distance=pixel", "pm.terms=[x_xhat]"]
-    md = (out / "results.md").read_text()
+    md = (out / "tiny.md").read_text()
     assert "| demo | utad |" in md and "| mnist-1 | utad-pixel |" in md and "image_auroc 0.900 (" in md
     assert (publish / "tiny.json").is_file() and (publish / "tiny.md").read_text() == md
 
@@ -210,3 +210,12 @@ def test_oneclass_table_means_per_dataset_against_the_paper():
     md = render({**RESULTS, "table": "oneclass", "cells": cells})
     assert "| mnist-0 | 0.990 |" in md and "| mnist-1 | 0.970 |" in md
     assert "| **mnist mean of 2** | 0.980 (paper 0.994 (-0.014)) |" in md
+
+
+def test_every_shipped_grid_resolves():
+    """Each grid under benchmarks/grids: every cell's config is valid (a typo fails here, not in a sweep)."""
+    grids = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "grids").glob("*.yaml"))
+    assert len(grids) >= 7
+    for g in grids:
+        grid = benchmark.load_grid(g)
+        assert grid.cells and grid.table in ("compare", "mvtec", "oneclass"), g

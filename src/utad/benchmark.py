@@ -25,7 +25,10 @@ taken from the directory the command runs in (the repository root for the shippe
 Resuming: a cell whose ``cell.json`` says ``done`` with the same settings is never run again; an interrupted
 cell continues from its checkpoint (``utad train --resume``) or, without one, restarts in its own folder. A
 finished cell whose grid settings changed is refused (pick another ``--out``), never silently replaced. After
-every cell ``results.json`` and ``results.md`` are rewritten atomically (and copied to ``--publish``).
+every cell ``<grid name>.json`` and ``<grid name>.md`` are rewritten atomically in ``--out`` (and ``--publish``).
+
+Grids may share an ``--out`` folder: a cell with the same dataset, variant and settings is then trained once
+and reused by every grid that names it (the shipped MVTec grids share ``runs/bench/mvtec``).
 """
 
 from __future__ import annotations
@@ -250,7 +253,7 @@ def run_grid(
     echo=print,
     isolate: bool = True,
 ) -> dict[str, Any]:
-    """Run every cell of the grid not finished yet; returns the results (also in ``out/results.json``)."""
+    """Run every cell of the grid not finished yet; returns the results (also ``out/<grid name>.json``)."""
     from utad.tables import render
 
     grid = load_grid(grid_path)
@@ -284,11 +287,9 @@ def run_grid(
             "notes": grid.notes,
             "cells": [records[c.id] for c in cells if c.id in records],
         }
-        write_json(out / "results.json", results)
-        write_text(out / "results.md", render(results))
-        if publish is not None:
-            write_json(Path(publish) / f"{grid.name}.json", results)
-            write_text(Path(publish) / f"{grid.name}.md", render(results))
+        for folder in [out] + ([Path(publish)] if publish is not None else []):
+            write_json(folder / f"{grid.name}.json", results)
+            write_text(folder / f"{grid.name}.md", render(results))
         return results
 
     for i, c in enumerate(todo, 1):

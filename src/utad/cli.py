@@ -124,7 +124,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path("runs") / "bench" / Path(args.grid).stem)
     results = run_grid(args.grid, out, args.publish, args.only, isolate=not args.in_process)
-    print(f"{len(results['cells'])} cells finished; wrote {out}/results.json and results.md")
+    print(f"{len(results['cells'])} cells finished; wrote {out}/{results['grid']}.json and .md")
     return 0
 
 
