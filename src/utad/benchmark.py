@@ -237,7 +237,7 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
             "fidelity_gain": (m.get("fidelity") or {}).get("gain"),
             "n_test": m.get("n_test"),
             "paper": cell.paper,
-            "run": str(run),
+            "run": str(run.relative_to(out)),  # inside --out
             "status": "done",
         }
     )

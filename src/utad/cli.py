@@ -97,7 +97,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from utad.runs import predict_images
 
     summary = predict_images(
-        args.run, args.inputs, args.out, overwrite=args.overwrite, progress=not args.quiet
+        args.run,
+        args.inputs,
+        args.out,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        explain=args.explain,
     )
     rows, skipped = summary["rows"], summary["skipped"]
     n_bad = sum(r["anomalous"] for r in rows)
@@ -107,6 +112,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for s in skipped:
             print(f"  {s['path']}: {s['reason']}")
     return 1 if skipped and args.strict else 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from utad.runs import explain_images
+
+    for info in explain_images(args.run, args.images, args.out, k=args.k, overwrite=args.overwrite):
+        verdict = "ANOMALOUS" if info["anomalous"] else "normal"
+        terms = ", ".join(f"{k} {100 * v:.0f}%" for k, v in info["term_share"].items())
+        near = ", ".join(f"{Path(n['path']).name} ({n['distance']:.2f})" for n in info["nearest_normal"])
+        print(f"{info['path']}: score {info['score']:.3f} {verdict}" + (f"; terms {terms}" if terms else ""))
+        if near:
+            print(f"  nearest normal: {near}")
+    print(f"wrote {args.out}/<name>.png and .json per image")
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -222,7 +241,25 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
     pr.add_argument("--strict", action="store_true", help="exit 1 when any input was skipped as unreadable")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument(
+        "--explain",
+        action="store_true",
+        help="also write explain/<name>.png and .json per image (utad explain)",
+    )
     pr.set_defaults(func=_cmd_predict)
+
+    xp = sub.add_parser(
+        "explain",
+        help="why: x, m, x^, m^, e with alpha, outline, the three PM terms and the nearest normal training images",
+    )
+    xp.add_argument("run", help="run folder written by utad train")
+    xp.add_argument("images", nargs="+", help="image files or folders")
+    xp.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    xp.add_argument(
+        "--k", type=int, default=3, help="nearest anomaly-free training images to show (Fig. 8: 3)"
+    )
+    xp.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
+    xp.set_defaults(func=_cmd_explain)
 
     ex = sub.add_parser("export", help="export a trained run as one ONNX graph (needs utad[export])")
     ex.add_argument("run", help="run folder written by utad train")

@@ -23,6 +23,7 @@ from utad.data.images import is_image_file, load_image, load_mask
 from utad.detector import Detector
 from utad.errors import DataError, UtadError
 from utad.evaluate import evaluate
+from utad.explain import code_analysis, explain_image, normal_index
 from utad.io import atomic_write, prepare_run_dir, write_json
 from utad.methods import count_parameters
 from utad.model import build_pm
@@ -119,6 +120,10 @@ def test_run(
     )
     title = f"{cfg.method}: {title}" if cfg.method != "utad" else title
     save_panel([preds[i] for i in chosen], out / "report.png", gts, title)
+    analysis = code_analysis(det, data, out, cfg.seed)  # tsne.png, tsne.csv (UTAD only)
+    if analysis is not None:
+        metrics["code_analysis"] = analysis
+        write_json(out / "metrics.json", metrics)
     if preds[0].impression is not None:
         save_fidelity_panel([preds[i] for i in chosen], out / "fidelity.png")
     if any(stage != "fit" and rows for stage, rows in ckpt["history"].items()):
@@ -188,8 +193,10 @@ def predict_images(
     overwrite: bool = False,
     batch_size: int = 8,
     progress: bool = False,
+    explain: bool = False,
 ) -> dict[str, Any]:
-    """Predict image files or folders into ``out``: maps/, masks/, overlays/, scores.csv and predict.json.
+    """Predict image files or folders into ``out``: maps/, masks/, overlays/, scores.csv and predict.json
+    (``explain``: also ``explain/<name>.png`` and ``.json`` per image, ``utad.explain.explain_image``).
 
     Every readable image is scored; a file that cannot be read (corrupt, truncated, not an image, too large)
     is skipped and listed with its reason, never stopping the batch. Results are written as they come: each
@@ -202,6 +209,7 @@ def predict_images(
     det = load_any(
         run
     )  # a run folder, or an exported .onnx; before the output folder: a bad one leaves nothing
+    index = _explain_index(det, run) if explain else None
     out = prepare_run_dir(out, overwrite=overwrite)
     cfg = det.config
     names = _output_names(files)
@@ -220,6 +228,9 @@ def predict_images(
                 _png(out / "maps" / f"{stem}.png", heatmap(pred.anomaly_map))
                 _png(out / "masks" / f"{stem}.png", pred.mask.astype(np.uint8) * 255)
                 _png(out / "overlays" / f"{stem}.png", overlay(pred))
+                if explain:
+                    x1 = torch.from_numpy(pred.image.transpose(2, 0, 1).copy())[None]
+                    explain_image(det, x1, pred.path, out / "explain" / stem, index)
                 row = {
                     "path": pred.path,
                     "score": f"{pred.score:.6f}",
@@ -259,6 +270,45 @@ def predict_images(
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5]) or "no inputs"
         raise UtadError(f"no image could be read ({reasons})")
     return {**summary, "rows": rows}
+
+
+def _explain_index(det, run):
+    """The nearest-normal index over the run's training images (None for methods without IE-Net)."""
+    if not isinstance(det, Detector):
+        raise UtadError(
+            f"{run}: explanations need the trained networks (a run folder), not an exported model"
+        )
+    cfg = det.config
+    data = build_data(cfg.data, cfg.seed, Path(run).parent / ".utad-cache")
+    return normal_index(det, data.train)
+
+
+def explain_images(
+    run: str | os.PathLike,
+    inputs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    k: int = 3,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """``utad explain``: for each image the panel of ``utad.explain.explain_image`` as ``<out>/<name>.png`` and its
+    numbers as ``<name>.json``; the ground truth outline is drawn when the image is one of the run's test images
+    with a mask."""
+    det = Detector.load(run)
+    cfg = det.config
+    files, skipped = collect_inputs(inputs)
+    if skipped:
+        raise UtadError("; ".join(f"{s['path']}: {s['reason']}" for s in skipped))
+    index = _explain_index(det, run)
+    data = build_data(cfg.data, cfg.seed, Path(run).parent / ".utad-cache")
+    masks = {str(Path(s.path).resolve()): s.mask for s in (data.test_samples or []) if s.mask is not None}
+    out = prepare_run_dir(out, overwrite=overwrite)
+    infos = []
+    for f, name in zip(files, _output_names(files), strict=True):
+        x = torch.from_numpy(load_image(f, cfg.data.image_size, cfg.data.channels).transpose(2, 0, 1).copy())
+        mask = masks.get(str(f.resolve()))
+        gt = load_mask(mask, cfg.data.image_size) if mask is not None else None
+        infos.append(explain_image(det, x[None], str(f), out / name, index, gt, k))
+    return infos
 
 
 def demo(
