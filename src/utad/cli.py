@@ -87,9 +87,17 @@ def _print_metrics(metrics: dict) -> None:
 def _cmd_test(args: argparse.Namespace) -> int:
     from utad.runs import test_run
 
-    metrics = test_run(args.run, args.out, args.set, progress=not args.quiet)
+    metrics = test_run(args.run, args.out, args.set, progress=not args.quiet, report=not args.no_report)
     _print_metrics(metrics)
-    print(f"wrote {(args.out or args.run)}/metrics.json")
+    print(f"wrote {(args.out or args.run)}/metrics.json" + ("" if args.no_report else " and report.html"))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from utad.runs import test_run
+
+    test_run(args.run, args.out, progress=not args.quiet, report=True)
+    print(f"wrote {(args.out or args.run)}/report.html (self-contained; open it in a browser)")
     return 0
 
 
@@ -230,7 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(pm.* and detect.* only; recalibrated on validation images; needs --out)",
     )
     te.add_argument("--quiet", action="store_true", help="no progress bars")
+    te.add_argument("--no-report", action="store_true", help="skip report.html")
     te.set_defaults(func=_cmd_test)
+
+    rp = sub.add_parser("report", help="evaluate a run and write report.html, one self-contained page")
+    rp.add_argument("run", help="run folder written by utad train")
+    rp.add_argument("--out", help="where to write it (default: the run folder)")
+    rp.add_argument("--quiet", action="store_true", help="no progress bars")
+    rp.set_defaults(func=_cmd_report)
 
     pr = sub.add_parser("predict", help="anomaly maps, masks, overlays and scores for new images")
     pr.add_argument(

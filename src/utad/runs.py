@@ -17,13 +17,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from utad.checkpoint import load_checkpoint
-from utad.config import UtadConfig, apply_override, from_dict, load_config, to_dict
+from utad.config import UtadConfig, apply_override, dump_yaml, from_dict, load_config, to_dict
 from utad.data.bundle import DataBundle, build_data
 from utad.data.images import is_image_file, load_image, load_mask
 from utad.detector import Detector
 from utad.errors import DataError, UtadError
 from utad.evaluate import evaluate
 from utad.explain import code_analysis, explain_image, normal_index
+from utad.html_report import per_defect_type, write_html_report
 from utad.io import atomic_write, prepare_run_dir, write_json
 from utad.methods import count_parameters
 from utad.model import build_pm
@@ -67,9 +68,11 @@ def test_run(
     out: str | os.PathLike | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
+    report: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a trained run on its test split; writes ``metrics.json``, ``report.png`` and
-    ``learning_curve.png`` into ``out`` (default: the run). ``overrides`` (``pm.*``, ``detect.*``) evaluate
+    """Evaluate a trained run on its test split; writes ``metrics.json``, ``report.png``,
+    ``learning_curve.png``, ``tsne.png`` and (``report``) the self-contained ``report.html`` into ``out``
+    (default: the run). ``overrides`` (``pm.*``, ``detect.*``) evaluate
     another measurement with the same networks, recalibrated on validation images; they need an ``out``."""
     run = Path(run)
     det = Detector.load(run)
@@ -123,11 +126,23 @@ def test_run(
     analysis = code_analysis(det, data, out, cfg.seed)  # tsne.png, tsne.csv (UTAD only)
     if analysis is not None:
         metrics["code_analysis"] = analysis
-        write_json(out / "metrics.json", metrics)
+    kinds = [s.defect_type if s.label else "good" for s in data.test_samples] if data.test_samples else None
+    if kinds is None:
+        kinds = ["good" if y == 0 else "anomalous" for y in np.asarray(labels)]
+    all_gts = None
+    if data.test_samples and data.has_masks:
+        size = cfg.data.image_size
+        all_gts = [
+            load_mask(s.mask, size) if s.mask else np.zeros((size, size), bool) for s in data.test_samples
+        ]
+    metrics["per_defect_type"] = per_defect_type(preds, kinds, all_gts, cfg.detect.alpha)
+    write_json(out / "metrics.json", metrics)
     if preds[0].impression is not None:
         save_fidelity_panel([preds[i] for i in chosen], out / "fidelity.png")
     if any(stage != "fit" and rows for stage, rows in ckpt["history"].items()):
         save_learning_curve(ckpt["history"], out / "learning_curve.png")
+    if report:
+        write_html_report(out, metrics, preds, np.asarray(labels), kinds, all_gts, dump_yaml(cfg))
     return metrics
 
 
