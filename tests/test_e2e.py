@@ -171,3 +171,13 @@ def test_missing_vgg_weights_fail_before_the_run_folder_is_made(tmp_path, monkey
         main(["train", "--source", "demo", "--backbone", "vgg19", "--out", str(out), "--quiet", *FAST]) == 2
     )
     assert "VGG-19 weights not found" in capsys.readouterr().err and not out.exists()
+
+
+def test_run_folder_keeps_a_log_of_what_ran(trained_run, tmp_path):
+    text = (trained_run / "log.txt").read_text()
+    assert "=== train " in text and "command: " in text and "versions: utad " in text and "torch " in text
+    assert "method utad, data demo" in text and "PM backbone " in text and "=== train finished after " in text
+    out = tmp_path / "t"
+    assert main(["test", str(trained_run), "--out", str(out), "--quiet", "--no-report"]) == 0
+    log = (out / "log.txt").read_text()
+    assert "=== test " in log and "=== test finished after " in log

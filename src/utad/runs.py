@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from utad import runlog
 from utad.checkpoint import load_checkpoint
 from utad.config import UtadConfig, apply_override, dump_yaml, from_dict, load_config, to_dict
 from utad.data.bundle import DataBundle, build_data
@@ -84,6 +85,22 @@ def test_run(
         det = with_measurement(det, overrides, data)
         cfg = det.config
     out = Path(out) if out is not None else run
+    out.mkdir(parents=True, exist_ok=True)
+    runlog.attach(
+        out, "test", f"run {run}, method {cfg.method}, backbone {det.backbone.name} ({det.backbone.weights})"
+    )
+    ok = False
+    try:
+        metrics = _test_run(run, out, det, cfg, data, progress, report)
+        ok = True
+        return metrics
+    finally:
+        runlog.detach(ok)
+
+
+def _test_run(
+    run: Path, out: Path, det, cfg: UtadConfig, data: DataBundle, progress: bool, report: bool
+) -> dict:
     start = time.perf_counter()
     metrics, preds = evaluate(det, data, cfg.train.batch_size, progress)
     seconds = time.perf_counter() - start

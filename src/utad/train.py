@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from utad import runlog
 from utad.checkpoint import load_checkpoint, save_checkpoint
 from utad.config import UtadConfig, dump_yaml, from_dict, to_dict
 from utad.data.bundle import DataBundle, build_data
@@ -85,8 +86,28 @@ def train(
 ) -> Path:
     """Train both stages into ``run_dir``; returns the checkpoint path. Refuses to clobber an existing run.
 
-    With ``resume=True`` the config comes from the run's checkpoint (``cfg`` may be None).
+    With ``resume=True`` the config comes from the run's checkpoint (``cfg`` may be None). What ran is appended to
+    the run's ``log.txt`` (``utad.runlog``).
     """
+    depth = len(runlog._active)
+    ok = False
+    try:
+        path = _train(cfg, run_dir, resume, overwrite, progress, data)
+        ok = True
+        return path
+    finally:
+        while len(runlog._active) > depth:
+            runlog.detach(ok)
+
+
+def _train(
+    cfg: UtadConfig | None,
+    run_dir: str | Path,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    data: DataBundle | None,
+) -> Path:
     run_dir = Path(run_dir)
     state: dict[str, Any] | None = None
     if resume:
@@ -104,6 +125,7 @@ def train(
     seed_everything(cfg.seed)
     pm, backbone = build_pm(cfg)  # first: a missing weight file fails before a run folder or data is touched
     data = open_run(cfg, run_dir, resume, overwrite, data, cfg.train.batch_size)
+    log.info("PM backbone %s (%s), layers %s", backbone.name, backbone.weights, backbone.layers)
     fabric = _fabric(cfg)
     if not backbone.pretrained and backbone.name != "none":
         log.warning(
@@ -266,6 +288,12 @@ def open_run(
             "validation split); lower it"
         )
     prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    runlog.attach(
+        run_dir,
+        "train (resume)" if resume else "train",
+        f"method {cfg.method}, data {data.name} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} "
+        f"test images, {cfg.data.image_size} px), seed {cfg.seed}",
+    )
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
     if data.skipped:
         write_json(run_dir / "skipped.json", data.skipped)

@@ -52,6 +52,7 @@ def train_baseline(
         if not info.pretrained:
             log.warning("backbone %s has RANDOM weights: not a pretrained-feature method", info.name)
         data = open_run(cfg, run_dir, resume, overwrite, data, 1)
+        log.info("backbone %s (%s), layers %s", info.name, info.weights, info.layers)
         det, model_state, history = _fit_features(cfg, features, data, progress)
     det.eval()
     norm = det.calibrate(DataLoader(data.val, batch_size=cfg.train.batch_size, shuffle=False))
