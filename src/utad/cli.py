@@ -111,6 +111,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         explain=args.explain,
+        workers=args.workers,
     )
     rows, skipped = summary["rows"], summary["skipped"]
     n_bad = sum(r["anomalous"] for r in rows)
@@ -256,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
     pr.add_argument("--strict", action="store_true", help="exit 1 when any input was skipped as unreadable")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument(
+        "--workers", type=int, default=1, help="image-decoding processes beside the model (0: none; default 1)"
+    )
     pr.add_argument(
         "--explain",
         action="store_true",

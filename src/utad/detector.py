@@ -138,7 +138,7 @@ class MapDetector(nn.Module):
         }
         return self.norm
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_tensor(self, x: torch.Tensor, paths: list[str] | None = None) -> list[Prediction]:
         """Predictions for a batch x (B, C, S, S) in [0, 1] (already at the model's size)."""
         self.eval()

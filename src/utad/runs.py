@@ -218,6 +218,23 @@ def collect_inputs(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[di
     return files, skipped
 
 
+class _DecodedFiles(torch.utils.data.Dataset):
+    """``(index, image array or None, reason it was unreadable)`` per file, for the prediction loader."""
+
+    def __init__(self, files: list[Path], size: int, channels: int) -> None:
+        self.files, self.size, self.channels = files, size, channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+        path = self.files[i]
+        try:
+            return i, load_image(path, self.size, self.channels), ""
+        except DataError as exc:
+            return i, None, str(exc).removeprefix(f"{path}: ")
+
+
 def predict_images(
     run: str | os.PathLike,
     inputs: list[str | os.PathLike],
@@ -226,9 +243,12 @@ def predict_images(
     batch_size: int = 8,
     progress: bool = False,
     explain: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Predict image files or folders into ``out``: maps/, masks/, overlays/, scores.csv and predict.json
     (``explain``: also ``explain/<name>.png`` and ``.json`` per image, ``utad.explain.explain_image``).
+    Images are decoded in ``workers`` background processes (0: in this one) while the model runs; memory stays
+    flat however many files there are (one batch of decoded images and its outputs at a time).
 
     Every readable image is scored; a file that cannot be read (corrupt, truncated, not an image, too large)
     is skipped and listed with its reason, never stopping the batch. Results are written as they come: each
@@ -275,19 +295,26 @@ def predict_images(
             os.fsync(csv_file.fileno())
             batch.clear()
 
-        bar = tqdm(files, desc="predict", unit="image", disable=not progress, dynamic_ncols=True)
-        for i, path in enumerate(bar):
-            try:
-                batch.append((i, load_image(path, cfg.data.image_size, cfg.data.channels)))
-            except DataError as exc:
-                reason = str(exc).removeprefix(f"{path}: ")
-                skipped.append({"path": str(path), "reason": reason})
-                log.warning("skipped %s: %s", path, reason)
-                continue
-            if len(batch) == batch_size:
-                flush()
+        bar = tqdm(total=len(files), desc="predict", unit="image", disable=not progress, dynamic_ncols=True)
+        decoded = DataLoader(  # decoding in worker processes overlaps the networks' compute
+            _DecodedFiles(files, cfg.data.image_size, cfg.data.channels),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=list,
+        )
+        for chunk in decoded:
+            for i, array, reason in chunk:
+                bar.update(1)
+                if array is None:
+                    skipped.append({"path": str(files[i]), "reason": reason})
+                    log.warning("skipped %s: %s", files[i], reason)
+                    continue
+                batch.append((i, array))
+                if len(batch) == batch_size:
+                    flush()
         if batch:
             flush()
+        bar.close()
     summary = {
         "run": str(run),
         "n_images": len(rows),
