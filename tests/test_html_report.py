@@ -1,9 +1,12 @@
 """report.html: one self-contained page, opened from a file:// URL in headless Chromium (Debian's chromium and
 chromium-driver, installed by .ci/run), every picture rendered, nothing fetched from the network."""
 
+import json
 import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from utad.cli import main
 
@@ -51,7 +54,15 @@ def test_report_renders_in_headless_chromium(report):
             )
             assert w > 100 and h > 100, img.get_attribute("alt")
         cells = [td.text for td in driver.find_elements(By.TAG_NAME, "td")]
-        assert "image_auroc" in cells and "color" in cells
+        assert "color" in cells
+        metrics = json.loads((report.parent / "metrics.json").read_text())
+        for key in ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max"):  # the values of metrics.json
+            i = cells.index(key)
+            assert cells[i + 1] == f"{metrics[key]:.4f}", key
+        shot = report.parent / "report-screenshot.png"  # the test's artefact, beside the report
+        driver.set_window_size(1300, 2400)
+        assert driver.save_screenshot(str(shot))
+        assert np.asarray(Image.open(shot).convert("L"), dtype=np.float32).std() > 10
         urls = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert all(not u.startswith("http") for u in urls), urls  # opened offline, nothing requested
     finally:
