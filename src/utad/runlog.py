@@ -53,3 +53,5 @@ def detach(ok: bool = True) -> None:
     for name in ("utad", "py.warnings"):
         logging.getLogger(name).removeHandler(handler)
     handler.close()
+    if not _active:
+        logging.captureWarnings(False)  # warnings go back to where they went before
