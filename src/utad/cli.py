@@ -258,7 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--strict", action="store_true", help="exit 1 when any input was skipped as unreadable")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.add_argument(
-        "--workers", type=int, default=1, help="image-decoding processes beside the model (0: none; default 1)"
+        "--workers",
+        type=int,
+        default=1,
+        help="image-decoding processes beside the model (0: none; default 1)",
     )
     pr.add_argument(
         "--explain",

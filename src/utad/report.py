@@ -54,22 +54,26 @@ def save_panel(
     gts: list[np.ndarray | None] | None = None,
     title: str = "",
 ) -> Path:
-    """One row per image: x, m, x^, m^, e, overlay (predicted outline red, ground truth green)."""
-    cols = ["input x", "impression m", "reconstruction x^", "naive impression m^", "anomaly map e", "overlay"]
+    """One row per image: x, m, x^, m^, e, overlay (predicted outline red, ground truth green); a column no
+    image has (m, x^, m^ for methods without them) is left out."""
+    names = ["input x", "impression m", "reconstruction x^", "naive impression m^"]
+    fields = ["image", "impression", "reconstruction", "naive_impression"]
+    keep = [i for i, f in enumerate(fields) if i == 0 or any(getattr(p, f) is not None for p in preds)]
+    cols = [names[i] for i in keep] + ["anomaly map e", "overlay"]
     fig, axes = plt.subplots(
         len(preds), len(cols), figsize=(2.0 * len(cols), 2.1 * len(preds)), squeeze=False
     )
     for r, p in enumerate(preds):
         gt = gts[r] if gts else None
-        images = [p.image, p.impression, p.reconstruction, p.naive_impression]
-        for c, im in enumerate(images):
+        for c, i in enumerate(keep):
             ax = axes[r, c]
+            im = getattr(p, fields[i])
             if im is None:
                 ax.text(0.5, 0.5, "n/a", ha="center", va="center")
             else:
                 ax.imshow(_rgb(im))
-        axes[r, 4].imshow(heatmap(p.anomaly_map))
-        axes[r, 5].imshow(overlay(p, gt))
+        axes[r, len(keep)].imshow(heatmap(p.anomaly_map))
+        axes[r, len(keep) + 1].imshow(overlay(p, gt))
         axes[r, 0].set_ylabel(
             f"{Path(p.path).parent.name}/{Path(p.path).stem}\nscore {p.score:.2f}", fontsize=7
         )
