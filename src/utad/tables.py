@@ -202,4 +202,6 @@ def render(results: dict[str, Any]) -> str:
         "*IoU defect-mean* is the mean of per-image IoUs over the defect images (the reading compared with the "
         "paper). Differences in brackets are ours minus the paper's."
     )
+    if kind == "oneclass":
+        note = "Image AUROC per normal class (the other nine classes anomalous). Differences in brackets are ours minus the paper's."
     return f"{head}\n\n{body}\n\n{note}\n\nBudget:\n\n{budget(results['cells'])}\n"
