@@ -85,6 +85,6 @@ def test_test_writes_the_code_analysis(trained_run, tmp_path):
     a = m["code_analysis"]
     assert 0.0 <= a["code_knn_auroc"] <= 1.0 and a["n_test_codes"] == m["n_test"]
     rows = list(csv.DictReader((tmp_path / "t" / "tsne.csv").open()))
-    assert len(rows) == a["n_train_codes"] + a["n_test_codes"]
+    assert len(rows) == a["n_train_codes"] + a["n_test_codes"] == a["n_tsne_points"]  # small: every code
     assert {r["group"] for r in rows} >= {"train", "test good", "test color"}
     _not_blank(tmp_path / "t" / "tsne.png")

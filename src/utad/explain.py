@@ -176,9 +176,12 @@ def explain_image(
     return info
 
 
-def code_analysis(det: MapDetector, data, out: str | os.PathLike, seed: int = 0) -> dict[str, Any] | None:
-    """t-SNE of IE-Net codes (train, normal test, anomalous test by defect type) -> ``tsne.png``, ``tsne.csv``;
-    returns the separation: AUROC of the distance to the nearest training code (``code_knn_auroc``)."""
+def code_analysis(
+    det: MapDetector, data, out: str | os.PathLike, seed: int = 0, max_points: int = 1500
+) -> dict[str, Any] | None:
+    """t-SNE of IE-Net codes (train, normal test, anomalous test by defect type) -> ``tsne.png``, ``tsne.csv``
+    (at most ``max_points`` codes, a fixed random subset beyond that); returns the separation: AUROC of each test
+    image's distance to the nearest training code (``code_knn_auroc``, over every test image)."""
     if getattr(det, "ienet", None) is None:
         return None
     from sklearn.decomposition import PCA
@@ -198,12 +201,16 @@ def code_analysis(det: MapDetector, data, out: str | os.PathLike, seed: int = 0)
     dist = index.distance(test_codes)
     codes = np.concatenate([index.codes, test_codes])
     groups = ["train"] * len(index.codes) + [f"test {k}" for k in kinds]
+    paths = index.paths + test_paths
+    if len(codes) > max_points:  # t-SNE of a fixed random subset (the AUROC above uses every test image)
+        keep = np.sort(np.random.default_rng(seed).permutation(len(codes))[:max_points])
+        codes, groups, paths = codes[keep], [groups[i] for i in keep], [paths[i] for i in keep]
     n = len(codes)
     reduced = PCA(n_components=min(50, n - 1, codes.shape[1]), random_state=seed).fit_transform(codes)
     xy = TSNE(
         n_components=2, perplexity=min(30.0, max(2.0, (n - 1) / 3)), init="pca", random_state=seed
     ).fit_transform(reduced)
-    rows = zip(index.paths + test_paths, groups, xy[:, 0], xy[:, 1], strict=True)
+    rows = zip(paths, groups, xy[:, 0], xy[:, 1], strict=True)
 
     def write_csv(f) -> None:
         w = csv.writer(f)
@@ -227,4 +234,9 @@ def code_analysis(det: MapDetector, data, out: str | os.PathLike, seed: int = 0)
     ax.set_yticks([])
     fig.tight_layout()
     _save_fig(fig, out / "tsne.png")
-    return {"code_knn_auroc": auroc, "n_train_codes": len(index.codes), "n_test_codes": len(test_codes)}
+    return {
+        "code_knn_auroc": auroc,
+        "n_train_codes": len(index.codes),
+        "n_test_codes": len(test_codes),
+        "n_tsne_points": n,
+    }
