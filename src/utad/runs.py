@@ -21,7 +21,7 @@ from utad.checkpoint import load_checkpoint
 from utad.config import UtadConfig, apply_override, dump_yaml, from_dict, load_config, to_dict
 from utad.data.bundle import DataBundle, build_data
 from utad.data.images import is_image_file, load_image, load_mask
-from utad.detector import Detector
+from utad.detector import Detector, MapDetector
 from utad.errors import DataError, UtadError
 from utad.evaluate import evaluate
 from utad.explain import code_analysis, explain_image, normal_index
@@ -333,7 +333,7 @@ def predict_images(
 
 def _explain_index(det, run):
     """The nearest-normal index over the run's training images (None for methods without IE-Net)."""
-    if not isinstance(det, Detector):
+    if not isinstance(det, MapDetector):
         raise UtadError(
             f"{run}: explanations need the trained networks (a run folder), not an exported model"
         )
