@@ -72,22 +72,10 @@ def measure(fn, x, repeats: int) -> float:
 def onnx_runner(det: Detector, size: int):
     import onnxruntime as ort
 
-    from utad.export import OPSET, _Graph, output_names
+    from utad.export import write_graph
 
     path = Path(tempfile.mkdtemp()) / "m.onnx"
-    x = torch.rand(2, 3, size, size)
-    names = output_names(det, x)
-    with torch.no_grad():
-        torch.onnx.export(
-            _Graph(det),
-            (x,),
-            str(path),
-            input_names=["image"],
-            output_names=names,
-            dynamic_axes={n: {0: "batch"} for n in ["image", *names]},
-            opset_version=OPSET,
-            dynamo=False,
-        )
+    write_graph(det, path)
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads must not steal
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

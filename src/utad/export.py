@@ -61,6 +61,27 @@ def output_names(det: MapDetector, x: torch.Tensor) -> list[str]:
     return [n for n, t in zip(names, outs, strict=True) if t is not None]
 
 
+def write_graph(det: MapDetector, path: str | os.PathLike) -> list[str]:
+    """Trace ``det`` into an ONNX file at ``path`` (dynamic batch, opset ``OPSET``); returns the output names."""
+    cfg = det.config
+    x = torch.rand(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    if hasattr(det, "chunk"):
+        det.chunk = 0  # feature-knn: all queries in one matrix product, whatever the batch size
+    names = output_names(det, x)
+    with torch.no_grad():
+        torch.onnx.export(
+            _Graph(det),
+            (x,),
+            str(path),
+            input_names=["image"],
+            output_names=names,
+            dynamic_axes={n: {0: "batch"} for n in ["image", *names]},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return names
+
+
 def export_onnx(run: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Export the trained detector of ``run`` to ``out`` (.onnx), written atomically; returns the path."""
     onnx = _need("onnx")
@@ -69,23 +90,9 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike, overwrite: bool 
         raise UtadError(f"{out}: exists; pass --overwrite to replace it")
     det = Detector.load(run).eval()
     cfg = det.config
-    x = torch.rand(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    if hasattr(det, "chunk"):
-        det.chunk = 0  # feature-knn: all queries in one matrix product, whatever the batch size
-    names = output_names(det, x)
     tmp = out.with_name(f".{out.name}.export.tmp")
     try:
-        with torch.no_grad():
-            torch.onnx.export(
-                _Graph(det),
-                (x,),
-                str(tmp),
-                input_names=["image"],
-                output_names=names,
-                dynamic_axes={n: {0: "batch"} for n in ["image", *names]},
-                opset_version=OPSET,
-                dynamo=False,
-            )
+        write_graph(det, tmp)
         model = onnx.load(str(tmp))
     finally:
         tmp.unlink(missing_ok=True)

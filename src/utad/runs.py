@@ -331,14 +331,14 @@ def predict_images(
     return {**summary, "rows": rows}
 
 
-def _explain_index(det, run):
+def _explain_index(det, run, data: DataBundle | None = None):
     """The nearest-normal index over the run's training images (None for methods without IE-Net)."""
     if not isinstance(det, MapDetector):
         raise UtadError(
             f"{run}: explanations need the trained networks (a run folder), not an exported model"
         )
     cfg = det.config
-    data = build_data(cfg.data, cfg.seed, Path(run).parent / ".utad-cache")
+    data = data or build_data(cfg.data, cfg.seed, Path(run).parent / ".utad-cache")
     return normal_index(det, data.train)
 
 
@@ -357,8 +357,8 @@ def explain_images(
     files, skipped = collect_inputs(inputs)
     if skipped:
         raise UtadError("; ".join(f"{s['path']}: {s['reason']}" for s in skipped))
-    index = _explain_index(det, run)
-    data = build_data(cfg.data, cfg.seed, Path(run).parent / ".utad-cache")
+    data = build_data(cfg.data, cfg.seed, Path(run).parent / ".utad-cache")  # decoded once, for both uses
+    index = _explain_index(det, run, data)
     masks = {str(Path(s.path).resolve()): s.mask for s in (data.test_samples or []) if s.mask is not None}
     out = prepare_run_dir(out, overwrite=overwrite)
     infos = []
