@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.utad-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench mutation clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +29,10 @@ format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
+# Mutation testing of the method's core (about N minutes on 2 cores; resumable): see benchmarks/mutation.py.
+mutation: install
+	$(BIN)/python -m pip install -q "mutmut==3.8.1"
+	$(BIN)/python benchmarks/mutation.py --run --json benchmarks/results/mutation.json
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache mutants

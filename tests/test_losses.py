@@ -66,3 +66,63 @@ def test_expert_loss_by_hand():
         and parts["s"] == pytest_approx(ls)
     )
     assert total.item() == pytest_approx(2 * lx + 3 * lm + 4 * ls)
+
+
+def test_kl_sums_channels_and_averages_batch_and_positions():
+    # (B=2, C=2, 1, 2): per position KL = sum over channels of 0.5 * (mu^2 + var - 1 - logvar)
+    mu = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]], [[[0.0, 0.0]], [[-3.0, 0.0]]]])
+    logvar = torch.zeros_like(mu)
+    logvar[0, 1, 0, 0] = math.log(4.0)
+    per_elem = 0.5 * (mu**2 + logvar.exp() - 1 - logvar)
+    expected = per_elem.sum(dim=1).mean().item()  # sum(channels) then mean over B * positions = 4 values
+    assert expected == pytest_approx((4 + (4 - 1 - math.log(4)) + 0 + 1 + 0 + 9 + 0 + 0) / 2 / 4)
+    assert kl_loss(mu, logvar).item() == pytest_approx(expected)
+
+
+def test_derangement_of_one_and_its_generator():
+    assert derangement(1).tolist() == [0]
+    a = derangement(7, torch.Generator().manual_seed(3))
+    assert torch.equal(a, derangement(7, torch.Generator().manual_seed(3)))  # the generator drives it
+    seen = {tuple(derangement(7, torch.Generator().manual_seed(s)).tolist()) for s in range(20)}
+    assert len(seen) > 1  # ... and different seeds give different shuffles
+
+
+def test_ie_info_term_by_hand_with_the_same_random_draws():
+    """L_tM from T(x, E_M(x)) on matched pairs and T(x~, z~) with x~ the deranged batch and z~ = mu + eps*sigma."""
+    torch.manual_seed(0)
+    net = IENet(16, blocks=2, width=4, max_width=16, z_dim=4, mlp_hidden=8, t_hidden=8, fc_channels=4)
+    x = torch.rand(4, 3, 16, 16)
+    torch.manual_seed(5)
+    total, parts, _ = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0)
+    assert parts["total"] == pytest_approx(total.item())
+    torch.manual_seed(5)
+    out = net(x)
+    perm = derangement(4)
+    z_tilde = out.mu + torch.randn_like(out.mu) * torch.exp(0.5 * out.logvar)
+    expected = mi_loss(net.critic(out.g, out.z), net.critic(out.g[perm], z_tilde))
+    assert parts["info"] == pytest_approx(expected.item())
+    # a batch of one has no negative: the term is dropped, whatever the number of channels
+    _, parts1, _ = ie_loss(net, x[:1], lambda_kl=0.5, lambda_rec=3.0)
+    assert "info" not in parts1 and parts1["total"] == pytest_approx(0.5 * parts1["kl"] + 3.0 * parts1["rec"])
+
+
+class _ScaledL1:
+    """A stand-in PerceptualMeasurement: feature_loss(a, b) = 10 * mean |a - b|."""
+
+    def feature_loss(self, a, b):
+        return 10 * (a - b).abs().mean()
+
+
+def test_expert_perceptual_term_only_when_asked():
+    torch.manual_seed(0)
+    net = ExpertNet(dim=4, downsample=1, res_blocks=1, detail_dim=3, mlp_dim=8)
+    x, m = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    plain, parts, _ = expert_loss(net, x, m, 2.0, 3.0, 4.0)
+    assert "p" not in parts and parts["total"] == pytest_approx(plain.item())
+    off, parts_off, _ = expert_loss(net, x, m, 2.0, 3.0, 4.0, perceptual=_ScaledL1())
+    assert "p" not in parts_off and off.item() == pytest_approx(plain.item())  # lambda_p defaults to 0
+    none, parts_none, _ = expert_loss(net, x, m, 2.0, 3.0, 4.0, perceptual=None, lambda_p=0.5)
+    assert "p" not in parts_none and none.item() == pytest_approx(plain.item())
+    with_p, parts_p, out = expert_loss(net, x, m, 2.0, 3.0, 4.0, perceptual=_ScaledL1(), lambda_p=0.5)
+    assert parts_p["p"] == pytest_approx(10 * (out.x_hat - x).abs().mean().item())
+    assert with_p.item() == pytest_approx(plain.item() + 0.5 * parts_p["p"])

@@ -91,17 +91,33 @@ def test_detector_map_is_raw_times_half_over_the_calibrated_quantile_and_score_i
         assert float(score[i]) < float(e[i].max())  # the kernel matters at this size
 
 
-def test_loaded_detector_uses_the_stored_calibration(trained_run):
-    from utad.checkpoint import load_checkpoint
+def test_loaded_detector_uses_the_stored_calibration(tmp_path):
+    """A checkpoint written by hand (untrained tiny networks, a recognisable quantile): Detector.load must apply
+    the stored statistics, not recalibrate or ignore them."""
+    from utad.checkpoint import save_checkpoint
+    from utad.config import to_dict
+    from utad.model import build_expert, build_ienet, build_pm
 
-    det = Detector.load(trained_run)
-    stored = load_checkpoint(trained_run)["norm"]
+    cfg = load_config(
+        "cpu-fast", ["data.image_size=32", "ienet.width=4", "ienet.max_width=32", "expert.dim=8"]
+    )
+    torch.manual_seed(0)
+    ienet, expert = build_ienet(cfg), build_expert(cfg)
+    _, info = build_pm(cfg)
+    stored = {"quantile": 0.0123, "min": 0.001, "max": 0.05, "n_pixels": 1024}
+    state = {"stage": "done", "epoch": 0, "ienet": ienet.state_dict(), "expert": expert.state_dict()}
+    state |= {"config": to_dict(cfg), "backbone": info.to_dict(), "norm": stored, "history": {}}
+    save_checkpoint(tmp_path, state)
+
+    det = Detector.load(tmp_path)
     assert det.norm == stored
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         _, e, *_ = det(x)
         raw = det.raw_map(x)[0]
     assert torch.allclose(e, raw * det.detect.norm_value / stored["quantile"], rtol=1e-5)
+    for name, w in ienet.state_dict().items():  # and the stored weights, not fresh ones
+        assert torch.equal(det.ienet.state_dict()[name], w), name
 
 
 def test_reconstruction_sees_x_only_through_the_detail_code():
