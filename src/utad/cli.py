@@ -58,13 +58,14 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from utad.train import train
+    from utad.train import is_rank_zero, train
 
     if args.resume:
         path = train(None, args.out, resume=True, progress=not args.quiet)  # config comes from the checkpoint
     else:
         path = train(_config_from_args(args), args.out, overwrite=args.overwrite, progress=not args.quiet)
-    print(f"trained: {path}")
+    if is_rank_zero():
+        print(f"trained: {path}")
     return 0
 
 

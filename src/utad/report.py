@@ -96,7 +96,7 @@ def save_learning_curve(history: dict, path: str | os.PathLike) -> Path:
         fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(5, 3.2), squeeze=False)
         for ax, stage in zip(axes[0], stages, strict=False):
             rows = history[stage]
-            for key in [k for k in rows[0] if k not in ("epoch", "seconds")]:
+            for key in [k for k in rows[0] if k not in ("epoch", "seconds", "images", "images_per_process")]:
                 ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], label=key)
             ax.set_title(f"{stage} losses")
             ax.set_xlabel("epoch")
@@ -108,7 +108,9 @@ def save_learning_curve(history: dict, path: str | os.PathLike) -> Path:
     for ax, stage in zip(axes[:2], ("ienet", "expert"), strict=True):
         rows = history.get(stage) or []
         keys = [
-            k for k in (rows[0] if rows else {}) if k not in ("epoch", "seconds") and not k.startswith("val_")
+            k
+            for k in (rows[0] if rows else {})
+            if k not in ("epoch", "seconds", "images", "images_per_process") and not k.startswith("val_")
         ]
         for key in keys:
             ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], label=key)

@@ -41,13 +41,83 @@ def seed_everything(seed: int) -> None:
 
 
 def _fabric(cfg: UtadConfig):
+    """Fabric for ``train.accelerator/devices/num_nodes/strategy/precision``, launched.
+
+    With several devices on one machine Fabric's launcher starts the other processes by running the same
+    command again (each with its rank in the environment); under torchrun or SLURM the processes exist already
+    and Fabric only joins them. Either way every process runs ``_train``: rank 0 alone touches the run folder.
+    """
     from lightning.fabric import Fabric
 
+    t = cfg.train
     fabric = Fabric(
-        accelerator=cfg.train.accelerator, devices=cfg.train.devices, precision=cfg.train.precision
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
     )
     fabric.launch()
     return fabric
+
+
+def _shard(loader: DataLoader, fabric, seed: int, epoch: int) -> DataLoader:
+    """With several processes: each takes its own share of the epoch's images (a DistributedSampler seeded by
+    ``seed`` and the epoch, so the order changes every epoch and every rank agrees on it)."""
+    if fabric.world_size == 1:
+        return loader
+    from torch.utils.data import DistributedSampler, RandomSampler
+
+    sampler = DistributedSampler(
+        loader.dataset,
+        num_replicas=fabric.world_size,
+        rank=fabric.global_rank,
+        shuffle=isinstance(loader.sampler, RandomSampler),
+        seed=seed,
+    )
+    sampler.set_epoch(epoch)
+    drop_last = loader.drop_last and len(sampler) > loader.batch_size
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        drop_last=drop_last,
+    )
+
+
+def _gather(fabric, values: list[float]) -> torch.Tensor:
+    """(world_size, len(values)) float64: every process's values, on every process."""
+    import torch.distributed as dist
+
+    mine = torch.tensor(values, dtype=torch.float64)
+    out = [torch.empty_like(mine) for _ in range(fabric.world_size)]
+    dist.all_gather(out, mine)
+    return torch.stack(out)
+
+
+def check_replicas(fabric, model: torch.nn.Module, desc: str) -> None:
+    """Every process must end a stage with the same weights (DDP averages the gradients); a fingerprint of the
+    parameters is gathered from all ranks and compared, so a silent divergence fails loudly."""
+    if fabric.world_size == 1:
+        return
+    with torch.no_grad():
+        flat = torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
+        ramp = torch.linspace(1.0, 2.0, flat.numel(), dtype=torch.float64)
+        fingerprint = [float(flat.sum()), float((flat * ramp).sum()), float(flat.abs().sum())]
+    every = _gather(fabric, fingerprint)
+    if not torch.equal(every, every[:1].expand_as(every)):
+        raise UtadError(
+            f"{desc}: the {fabric.world_size} processes ended with different weights: {every.tolist()}"
+        )
+    log.info("%s: weights identical on all %d processes", desc, fabric.world_size)
+
+
+def is_rank_zero() -> bool:
+    """False in the extra processes of a distributed run (they print and write nothing)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def _loader(
@@ -124,9 +194,11 @@ def _train(
         return train_baseline(cfg, run_dir, state, overwrite, progress, data)
     seed_everything(cfg.seed)
     pm, backbone = build_pm(cfg)  # first: a missing weight file fails before a run folder or data is touched
-    data = open_run(cfg, run_dir, resume, overwrite, data, cfg.train.batch_size)
-    log.info("PM backbone %s (%s), layers %s", backbone.name, backbone.weights, backbone.layers)
+    if not resume:
+        prepare_run_dir(run_dir, overwrite=overwrite, create=False)  # refuse to clobber before launching
     fabric = _fabric(cfg)
+    data = _open_run_all_ranks(fabric, cfg, run_dir, resume, overwrite, data)
+    log.info("PM backbone %s (%s), layers %s", backbone.name, backbone.weights, backbone.layers)
     if not backbone.pretrained and backbone.name != "none":
         log.warning(
             "PM backbone %s has RANDOM weights: results are not the paper's measurement", backbone.name
@@ -208,6 +280,8 @@ def _train(
             t.ie_lr,
             t.lr_schedule,
             ie_validate if t.val_fidelity else None,
+            seed=cfg.seed,
+            forward_methods=("critic",),
         )
         stage, epoch = ("expert" if expert is not None else "calibrate"), 0
         snapshot(stage, 0)
@@ -254,6 +328,8 @@ def _train(
             t.expert_lr,
             t.lr_schedule,
             expert_validate if t.val_fidelity else None,
+            seed=cfg.seed + 1000,
+            forward_methods=("detail_vector",),
         )
         stage = "calibrate"
 
@@ -264,6 +340,35 @@ def _train(
     norm = det.calibrate(val_loader)
     snapshot("done", epoch, norm)
     return run_dir / "checkpoint.pt"
+
+
+def _open_run_all_ranks(fabric, cfg, run_dir, resume, overwrite, data) -> DataBundle:
+    """Rank 0 opens the run (folder, config, log, data cache); the others wait for it, then build the same
+    data without writing anything. An error on rank 0 reaches every rank (no process is left waiting)."""
+    if fabric.world_size == 1:
+        return open_run(cfg, run_dir, resume, overwrite, data, cfg.train.batch_size)
+    error = None
+    if fabric.is_global_zero:
+        try:
+            data = open_run(cfg, run_dir, resume, overwrite, data, cfg.train.batch_size)
+        except UtadError as exc:
+            error = str(exc)
+    error = fabric.broadcast(error, src=0)
+    if error is not None:
+        raise UtadError(error)
+    if not fabric.is_global_zero:
+        log.setLevel(logging.WARNING)  # rank 0 reports; the others only warn
+        data = data or build_data(cfg.data, cfg.seed, run_dir.parent / ".utad-cache")
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+    log.info(
+        "distributed: %d processes (%s), about %d of the %d training images per epoch on each",
+        fabric.world_size,
+        type(fabric.strategy).__name__,
+        math.ceil(len(data.train) / fabric.world_size),
+        len(data.train),
+    )
+    return data
 
 
 def open_run(
@@ -348,14 +453,23 @@ def _fit_stage(
     base_lr,
     schedule="constant",
     validate=None,
+    seed: int = 0,
+    forward_methods: tuple[str, ...] = (),
 ) -> int:
     """Train one stage from ``epoch`` to ``epochs``; returns the epoch reached.
 
     Each epoch's data order comes from its own seed, and the checkpoint holds torch's RNG state, so a resumed
     run continues exactly as an uninterrupted one would. ``step(model, batch) -> (loss, parts)``;
     ``validate() -> dict`` (optional) adds validation numbers (the fidelity) to each epoch's history row.
+    With several processes each epoch's loader is sharded (``_shard``, seeded by ``seed`` and the epoch), the
+    row's losses are averaged over the processes, ``images`` counts this process's share, and the stage ends
+    with a check that every process holds the same weights.
     """
     model, opt = fabric.setup(model, opt)
+    for (
+        name
+    ) in forward_methods:  # methods the loss calls besides forward (IE-Net's critic T, Expert-Net's E_S)
+        model.mark_forward_method(name)
     offset = history[-1]["seconds"] if history else 0.0
     start, val_seconds = time.perf_counter(), 0.0
     bar = _epoch_bar(epochs, epoch, desc, progress and fabric.is_global_zero)
@@ -363,8 +477,10 @@ def _fit_stage(
         for group in opt.param_groups:
             group["lr"] = lr_at(base_lr, schedule, epoch, epochs)
         model.train()
-        rows = []
-        for batch in fabric.setup_dataloaders(make_loader(epoch)):
+        rows, images = [], 0
+        loader = _shard(make_loader(epoch), fabric, seed, epoch)
+        for batch in fabric.setup_dataloaders(loader, use_distributed_sampler=False):
+            images += len(batch["image"] if isinstance(batch, dict) else batch[0])
             loss, parts = step(model, batch)
             if not torch.isfinite(loss):
                 bad = [k for k, v in parts.items() if k != "total" and not math.isfinite(v)] or ["total"]
@@ -380,18 +496,24 @@ def _fit_stage(
             rows.append(parts)
         epoch += 1
         means = _mean(rows)
+        if fabric.world_size > 1:  # the epoch's losses over all processes, not rank 0's share
+            every = _gather(fabric, [*means.values(), images])
+            means = dict(zip(means, every[:, :-1].mean(0).tolist()))
+            means["images_per_process"] = [int(n) for n in every[:, -1].tolist()]
+        means["images"] = images if fabric.world_size == 1 else sum(means["images_per_process"])
         seconds = offset + time.perf_counter() - start - val_seconds  # training time, validation excluded
         t0 = time.perf_counter()
         extra = validate() if validate is not None else {}
         val_seconds += time.perf_counter() - t0
         history.append({"epoch": epoch, **means, **extra, "seconds": seconds})
         bar.update(1)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
+        bar.set_postfix({k: f"{v:.4f}" for k, v in means.items() if not k.startswith("images")})
         snapshot(epoch)
         if max_minutes and time.perf_counter() - start > 60 * max_minutes:
             log.warning("%s stopped after %d epochs (train.max_minutes=%s)", desc, epoch, max_minutes)
             break
     bar.close()
+    check_replicas(fabric, model, desc)
     return epoch
 
 

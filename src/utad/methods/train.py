@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from utad.checkpoint import save_checkpoint
 from utad.config import UtadConfig, to_dict
 from utad.data.bundle import DataBundle
+from utad.errors import UtadError
 from utad.io import write_json
 from utad.nets.perceptual import BackboneInfo
 
@@ -40,6 +41,11 @@ def train_baseline(
     from utad.train import open_run, seed_everything
 
     resume = state is not None
+    if str(cfg.train.devices) != "1" or cfg.train.num_nodes != 1:
+        raise UtadError(
+            f"{cfg.method}: training on several devices is implemented for utad only; the baselines train in one "
+            "process (set train.devices=1)"
+        )
     seed_everything(cfg.seed)
     if cfg.method in ("ae-l2", "ae-ssim"):
         info = BackboneInfo("none", "-", False, [])
