@@ -94,28 +94,16 @@ def test_detector_map_is_raw_times_half_over_the_calibrated_quantile_and_score_i
 def test_loaded_detector_uses_the_stored_calibration(tmp_path):
     """A checkpoint written by hand (untrained tiny networks, a recognisable quantile): Detector.load must apply
     the stored statistics, not recalibrate or ignore them."""
-    from utad.checkpoint import save_checkpoint
-    from utad.config import to_dict
-    from utad.model import build_expert, build_ienet, build_pm
+    from detector_runs import STORED_NORM, hand_made_run
 
-    cfg = load_config(
-        "cpu-fast", ["data.image_size=32", "ienet.width=4", "ienet.max_width=32", "expert.dim=8"]
-    )
-    torch.manual_seed(0)
-    ienet, expert = build_ienet(cfg), build_expert(cfg)
-    _, info = build_pm(cfg)
-    stored = {"quantile": 0.0123, "min": 0.001, "max": 0.05, "n_pixels": 1024}
-    state = {"stage": "done", "epoch": 0, "ienet": ienet.state_dict(), "expert": expert.state_dict()}
-    state |= {"config": to_dict(cfg), "backbone": info.to_dict(), "norm": stored, "history": {}}
-    save_checkpoint(tmp_path, state)
-
+    ienet, _ = hand_made_run(tmp_path)
     det = Detector.load(tmp_path)
-    assert det.norm == stored
+    assert det.norm == STORED_NORM
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         _, e, *_ = det(x)
         raw = det.raw_map(x)[0]
-    assert torch.allclose(e, raw * det.detect.norm_value / stored["quantile"], rtol=1e-5)
+    assert torch.allclose(e, raw * det.detect.norm_value / STORED_NORM["quantile"], rtol=1e-5)
     for name, w in ienet.state_dict().items():  # and the stored weights, not fresh ones
         assert torch.equal(det.ienet.state_dict()[name], w), name
 

@@ -129,3 +129,88 @@ def test_pro_curve_is_monotone_and_complete():
     assert fpr[0] == 0 and pro[0] == 0
     assert fpr[-1] == pytest.approx(1) and pro[-1] == pytest.approx(1)
     assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(pro) >= 0)
+
+
+def test_pro_regions_are_eight_connected():
+    """Two blocks touching only at a corner are one region (8-connectivity, MVTec reference), not two."""
+    masks = np.zeros((1, 8, 8), bool)
+    masks[0, 0:2, 0:2] = True  # 4 pixels
+    masks[0, 2:5, 2:5] = True  # 9 pixels, diagonal neighbour of the first block
+    maps = np.zeros((1, 8, 8))
+    maps[0, 0:2, 0:2] = 1.0  # only the small block is found
+    fpr, pro = pro_curve(maps, masks)
+    assert fpr[1] == 0 and pro[1] == pytest.approx(4 / 13)  # one region, 4 of its 13 pixels (two: 0.5)
+
+
+def test_pro_with_a_normal_image_first_and_a_single_2d_map():
+    maps, masks = random_set(3)
+    flipped_maps, flipped_masks = maps[::-1].copy(), masks[::-1].copy()  # the anomaly-free image comes first
+    assert aupro(flipped_maps, flipped_masks) == pytest.approx(slow_aupro(flipped_maps, flipped_masks))
+    fpr2, pro2 = pro_curve(maps[0], masks[0])
+    fpr3, pro3 = pro_curve(maps[:1], masks[:1])
+    assert np.array_equal(fpr2, fpr3) and np.array_equal(pro2, pro3)
+
+
+def test_area_up_to_the_limit_by_hand():
+    from utad.metrics import _area_up_to
+
+    # a point exactly at the limit ends the area there
+    assert _area_up_to(np.array([0, 0.3, 1.0]), np.array([0, 0.6, 1.0]), 0.3) == pytest.approx(0.09)
+    # between points: y interpolated at the limit (0.4 + 0.6 * 0.1 / 0.3 = 0.6)
+    x, y = np.array([0, 0.1, 0.2, 0.5]), np.array([0, 0.2, 0.4, 1.0])
+    assert _area_up_to(x, y, 0.3) == pytest.approx(0.01 + 0.03 + 0.05)
+    # a curve that ends short of the limit is extended flat from its last point
+    x, y = np.array([0, 0.1, 0.2]), np.array([0, 0.5, 1.0])
+    assert _area_up_to(x, y, 0.3) == pytest.approx(0.025 + 0.075 + 0.1)
+
+
+def test_argument_errors_name_the_problem():
+    maps, masks = random_set(0)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^fpr_limit must be in \(0, 1\], got {bad}$"):
+            aupro(maps, masks, bad)
+    assert aupro(maps, masks, 1.0) == pytest.approx(slow_aupro(maps, masks, 1.0))
+    with pytest.raises(ValueError, match=r"^scores and labels differ in shape: \(2,\) vs \(3,\)$"):
+        image_auroc([0.1, 0.2], [0, 1, 1])
+    with pytest.raises(ValueError, match=r"^scores and labels differ in shape"):
+        f1_max([0.1, 0.2], [0, 1, 1])
+    for fn in (pixel_auroc, pro_curve, lambda a, b: iou(a, b, 0.5)):
+        with pytest.raises(
+            ValueError, match=r"^maps and masks differ in shape: \(4, 24, 24\) vs \(3, 24, 24\)$"
+        ):
+            fn(maps, masks[:3])
+    with pytest.raises(ValueError, match="^labels must be binary"):
+        image_auroc([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match="^labels must be binary"):
+        f1_max([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match="^masks must be binary"):
+        pixel_auroc(maps, masks * 2)
+    with pytest.raises(ValueError, match="^masks contain no anomalous entries"):
+        pro_curve(maps, np.zeros_like(masks))
+    with pytest.raises(ValueError, match="^labels contain no normal entries"):
+        f1_max([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match=r"^pooling='image' needs maps of shape \(N, H, W\)$"):
+        iou(maps[0], masks[0], 0.5, pooling="image")
+    with pytest.raises(ValueError, match=r"^pooling must be 'set', 'image' or 'defect', got 'pixel'$"):
+        iou(maps, masks, 0.5, pooling="pixel")
+    with pytest.raises(
+        ValueError, match="^IoU undefined: no predicted and no ground-truth anomalous pixel in the set$"
+    ):
+        iou(np.zeros((2, 4, 4)), np.zeros((2, 4, 4), bool), 0.5, pooling="image")
+    with pytest.raises(ValueError, match="^IoU undefined: no defect image in the set$"):
+        iou(np.ones((2, 4, 4)), np.zeros((2, 4, 4), bool), 0.5, pooling="defect")
+
+
+def test_iou_threshold_is_strict_and_empty_images_do_not_count():
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, :2, :2] = True
+    maps = np.zeros((3, 4, 4))
+    maps[0, :2, :2] = 0.5  # exactly alpha: not predicted (e > alpha, Eq. 9)
+    maps[0, 2, 2] = 0.9
+    assert iou(maps, masks, 0.5) == 0.0
+    maps[0, :2, :2] = 0.51
+    assert iou(maps, masks, 0.5) == pytest.approx(4 / 5)
+    # image 1 and 2 are empty (no prediction, no ground truth): left out of the image mean, not counted as 0 or 1
+    assert iou(maps, masks, 0.5, pooling="image") == pytest.approx(4 / 5)
+    maps[1, 0, 0] = 1.0  # a false positive in a normal image: a per-image IoU of 0 joins the image mean
+    assert iou(maps, masks, 0.5, pooling="image") == pytest.approx((4 / 5 + 0) / 2)
