@@ -126,3 +126,10 @@ def test_expert_perceptual_term_only_when_asked():
     with_p, parts_p, out = expert_loss(net, x, m, 2.0, 3.0, 4.0, perceptual=_ScaledL1(), lambda_p=0.5)
     assert parts_p["p"] == pytest_approx(10 * (out.x_hat - x).abs().mean().item())
     assert with_p.item() == pytest_approx(plain.item() + 0.5 * parts_p["p"])
+
+
+def test_info_term_from_a_batch_of_two():
+    torch.manual_seed(0)
+    net = IENet(16, blocks=2, width=4, max_width=16, z_dim=4, mlp_hidden=8, t_hidden=8, fc_channels=4)
+    _, parts, _ = ie_loss(net, torch.rand(2, 3, 16, 16), lambda_kl=0.5, lambda_rec=3.0)
+    assert "info" in parts  # two images are enough for one negative pair each

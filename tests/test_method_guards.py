@@ -69,6 +69,27 @@ def test_pm_map_equals_the_hand_computation_of_all_three_terms():
         assert torch.allclose(terms["x_xhat"], _phi(net, layers, weights, x, xh_), rtol=1e-4, atol=1e-5)
 
 
+def test_feature_loss_by_hand_with_layer_weights_and_gradients():
+    """The optional stage-2 perceptual loss: sum_l lambda_l * mean |f_l(a) - f_l(b)| (no upsampling), with
+    gradients into a, and plain pixel L1 without a backbone."""
+    torch.manual_seed(0)
+    layers, weights = ["conv1_2", "conv2_2"], [0.7, 2.5]
+    net, _ = load_backbone("vgg19", layers, allow_random=True)
+    pm = PerceptualMeasurement(net, layers, weights)
+    a = torch.rand(2, 3, 16, 16, requires_grad=True)
+    b = torch.rand(2, 3, 16, 16)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        fa, fb = net((a - mean) / std, layers), net((b - mean) / std, layers)
+        expected = sum(w * (f - g).abs().mean() for f, g, w in zip(fa, fb, weights, strict=True))
+    loss = pm.feature_loss(a, b)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    pixel = PerceptualMeasurement(None, [], terms=["x_xhat"])
+    assert pixel.feature_loss(a, b).item() == pytest.approx((a - b).abs().mean().item(), rel=1e-6)
+
+
 def test_detector_map_is_raw_times_half_over_the_calibrated_quantile_and_score_is_smoothed_max():
     torch.manual_seed(0)
     pm = PerceptualMeasurement(None, [])  # pixel L1: the raw map is known exactly

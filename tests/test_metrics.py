@@ -214,3 +214,20 @@ def test_iou_threshold_is_strict_and_empty_images_do_not_count():
     assert iou(maps, masks, 0.5, pooling="image") == pytest.approx(4 / 5)
     maps[1, 0, 0] = 1.0  # a false positive in a normal image: a per-image IoU of 0 joins the image mean
     assert iou(maps, masks, 0.5, pooling="image") == pytest.approx((4 / 5 + 0) / 2)
+
+
+def test_f1_max_with_a_normal_image_on_top_and_an_f1_at_precision_plus_recall_one():
+    """The top-scored image is normal (precision = recall = 0 there: F1 0, not NaN), and the best F1 is at
+    precision 0.5, recall 0.5 (p + r = 1 exactly)."""
+    labels = np.zeros(100, int)
+    labels[[1, 99]] = 1
+    scores = np.linspace(1.0, 0.0, 100)  # image 0 (normal) first, image 1 (defect) second, image 99 last
+    f1, thr = f1_max(scores, labels)
+    assert f1 == pytest.approx(0.5) and thr == pytest.approx(scores[1])
+
+
+def test_iou_set_message_is_exact():
+    with pytest.raises(
+        ValueError, match="^IoU undefined: no predicted and no ground-truth anomalous pixel in the set$"
+    ):
+        iou(np.zeros((2, 4, 4)), np.zeros((2, 4, 4), bool), 0.5)
