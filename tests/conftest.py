@@ -48,14 +48,25 @@ FAST = [
 ]
 
 
+TRAIN_TINY = ["train", "--source", "demo", "--epochs", "2", "--seed", "0", "--quiet", *FAST]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """One tiny demo run (2 + 2 epochs, seed 0), trained once and shared by every test that only reads it."""
     from utad.cli import main
 
     out = tmp_path_factory.mktemp("e2e") / "run"
-    code = main(
-        ["train", "--source", "demo", "--epochs", "2", "--seed", "0", "--out", str(out), "--quiet", *FAST]
-    )
-    assert code == 0
+    assert main([*TRAIN_TINY, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def repeat_run(tmp_path_factory) -> Path:
+    """The same command as ``trained_run`` into another folder: the repeatability test compares the two, and
+    the SIGKILL tests use it as the uninterrupted reference."""
+    from utad.cli import main
+
+    out = tmp_path_factory.mktemp("again") / "run"
+    assert main([*TRAIN_TINY, "--out", str(out)]) == 0
     return out

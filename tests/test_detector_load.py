@@ -107,5 +107,5 @@ def test_predict_files_equals_the_tensor_path(tmp_path):
         assert p.is_anomaly == (p.score > det.detect.alpha)
         assert p.image.shape == (32, 32, 3) and p.reconstruction.shape == (32, 32, 3)
     det.config = None
-    with pytest.raises(UtadError, match="Detector.load"):
+    with pytest.raises(UtadError, match=r"^detector has no config: load it with Detector.load\(run\)$"):
         det.predict(files)

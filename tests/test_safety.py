@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, make_widget
+from conftest import FAST, TRAIN_TINY, make_widget
 from utad.checkpoint import load_checkpoint
 from utad.cli import main
 from utad.detector import Detector
@@ -323,23 +323,15 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
-KILL_TRAIN = ["train", "--source", "demo", "--set", "train.ie_epochs=2", "--set", "train.expert_epochs=2"]
-KILL_TRAIN += ["--seed", "0", *TINY]
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory) -> Path:
-    """The uninterrupted reference for the kill tests, trained once."""
-    out = tmp_path_factory.mktemp("straight") / "run"
-    assert main([*KILL_TRAIN, "--out", str(out)]) == 0
-    return out
+KILL_TRAIN = TRAIN_TINY  # the command of repeat_run (2 + 2 epochs, seed 0)
 
 
 @pytest.mark.parametrize(
     ("mode", "saved"),
     [("mid-epoch", ("ienet", 1)), ("mid-write", ("ienet", 1)), ("mid-expert", ("expert", 1))],
 )
-def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, straight_run, mode, saved):
+def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, repeat_run, mode, saved):
+    """``repeat_run`` (conftest) is the uninterrupted reference: the same config, seed and epochs."""
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
     out, marker = tmp_path / "run", tmp_path / "marker"
@@ -360,7 +352,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, straight_
         assert list(out.glob(".checkpoint.pt.*.tmp"))  # the half-done write is there ...
     assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0
     assert not list(out.glob(".*.tmp"))  # ... and cleaned up by --resume
-    a, b = load_checkpoint(out), load_checkpoint(straight_run)
+    a, b = load_checkpoint(out), load_checkpoint(repeat_run)
     assert a["stage"] == b["stage"] == "done"
     for net in ("ienet", "expert"):
         for k, v in b[net].items():

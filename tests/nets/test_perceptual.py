@@ -112,3 +112,13 @@ def test_grey_input_is_repeated():
         pm(x, m, None, None), pm(x.expand(-1, 3, -1, -1), m.expand(-1, 3, -1, -1), None, None)
     )
     assert np.isfinite(pm(x, m, None, None).numpy()).all()
+
+
+def test_terms_without_their_images_are_refused_by_name():
+    net, _ = load_backbone("vgg19", ["conv1_2"], allow_random=True)
+    pm = PerceptualMeasurement(net, ["conv1_2"], terms=["x_xhat", "m_mhat"])
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(
+        UtadError, match=r"^PM terms \['x_xhat', 'm_mhat'\] need images that this model does not produce$"
+    ):
+        pm(x, x, None, None)

@@ -160,9 +160,8 @@ class PerceptualMeasurement(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Backbone features of images in [0, 1] (grey repeated to RGB, ImageNet normalisation)."""
-        if images.shape[1] == 1:
-            images = images.expand(-1, 3, -1, -1)
+        """Backbone features of images in [0, 1] after ImageNet normalisation; a grey image (B, 1, H, W) becomes
+        RGB by broadcasting against the 3-channel mean and std (the grey value repeated, then normalised)."""
         return self.backbone((images - self.mean) / self.std, self.layers)
 
     def distances(self, pairs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
