@@ -109,3 +109,20 @@ def test_predict_files_equals_the_tensor_path(tmp_path):
     det.config = None
     with pytest.raises(UtadError, match=r"^detector has no config: load it with Detector.load\(run\)$"):
         det.predict(files)
+
+
+def test_load_moves_the_detector_to_the_requested_device(tmp_path):
+    """``device`` reaches every method's detector (the meta device stands in for a GPU on a CPU machine)."""
+    from utad.methods.autoencoder import build_autoencoder
+    from utad.methods.train import _save
+    from utad.nets.perceptual import BackboneInfo
+
+    hand_made_run(tmp_path / "utad")
+    det = Detector.load(tmp_path / "utad", device="meta")
+    assert {p.device.type for p in det.parameters()} == {"meta"} and det.kernel.device.type == "meta"
+    cfg = load_config("ae-l2", ["data.image_size=32", "ae.width=4"])
+    net = build_autoencoder(32, cfg.data.channels, cfg.ae)
+    info = BackboneInfo("none", "-", False, [])
+    _save(tmp_path / "ae", cfg, "done", 0, net.state_dict(), None, info, STORED_NORM, {}, "x")
+    det = Detector.load(tmp_path / "ae", device="meta")
+    assert {p.device.type for p in det.parameters()} == {"meta"}
