@@ -67,10 +67,11 @@ def test_upsampling_conv_block_uses_nearest_neighbour():
 
 def test_adain_decoder_gives_each_block_its_own_slice_of_the_parameters():
     torch.manual_seed(0)
-    dec = Decoder(4, 3, upsample=1, res_blocks=2, adaptive=True)
+    dec = Decoder(4, 3, upsample=1, res_blocks=3, adaptive=True)
     h, params = torch.randn(2, 4, 4, 4), torch.randn(2, dec.n_adain_params)
     n = dec.res[0].n_params
-    expected = dec.up(dec.res[1](dec.res[0](h, params[:, :n]), params[:, n : 2 * n]))
+    h1 = dec.res[0](h, params[:, :n])
+    expected = dec.up(dec.res[2](dec.res[1](h1, params[:, n : 2 * n]), params[:, 2 * n : 3 * n]))
     assert torch.allclose(dec(h, params), expected, atol=1e-5)
 
 
@@ -140,3 +141,19 @@ def test_residual_expert_adds_details_to_the_logit_of_m():
     expected = torch.sigmoid(torch.logit(m, eps=1e-4) + y)
     out = net.reconstruct(m, s)
     assert torch.isfinite(out).all() and torch.allclose(out, expected, atol=1e-6)
+
+
+def test_residual_expert_starts_as_m_with_the_logit_clamped():
+    net = _expert(
+        residual=True
+    )  # last convolution starts at zero: x^ = sigmoid(logit(m)) = m, clamped at 1e-4
+    m = torch.tensor([0.0, 0.3, 1.0]).view(1, 3, 1, 1).expand(1, 3, 8, 8).contiguous()
+    out = net.reconstruct(m, torch.zeros(1, 3))
+    assert torch.allclose(out[0, :, 0, 0], torch.tensor([1e-4, 0.3, 1 - 1e-4]), rtol=1e-3, atol=0)
+
+
+def test_ienet_channel_schedule():
+    from utad.nets.ie_net import channel_schedule
+
+    assert channel_schedule(4, 8, 128) == [32, 64, 128, 128]
+    assert channel_schedule(3, 4, 512) == [16, 32, 64]

@@ -43,6 +43,7 @@ def test_vgg19_loads_torchvision_file(tmp_path):
     torch.save(state, path)
     net, info = load_backbone("vgg19", ["conv1_2", "conv2_2", "conv3_4"], vgg_weights=path)
     assert info.name == "vgg19" and info.pretrained and info.weights == str(path)
+    assert info.layers == ["conv1_2", "conv2_2", "conv3_4"]
     assert torch.equal(net.features[16].weight, state["features.16.weight"])
     assert len(net.features) == 17  # truncated after conv3_4
     feats = net(torch.rand(1, 3, 32, 32), ["conv1_2", "conv2_2", "conv3_4"])
@@ -79,6 +80,7 @@ def test_efficientnet_lite0_is_the_trained_network(tmp_path, monkeypatch):
         info.name == "efficientnet-lite0"
         and info.pretrained
         and info.layers == ["block0", "block2", "block4"]
+        and info.weights == str(effnet_weights_path())
     )
 
 
@@ -201,3 +203,22 @@ def test_efficientnet_file_must_hold_every_weight(tmp_path, monkeypatch):
     monkeypatch.setattr(perceptual, "effnet_weights_path", lambda: path)
     with pytest.raises(RuntimeError, match="Missing key"):
         load_backbone("efficientnet-lite0", ["conv1_2"])
+
+
+def test_vgg19_is_found_in_torchs_hub_cache(tmp_path, monkeypatch):
+    from utad.nets.perceptual import vgg19_hub_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    hub = tmp_path / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    assert vgg19_hub_path() == hub  # where torchvision caches it
+    hub.parent.mkdir(parents=True)
+    torch.save(torchvision_style_vgg19_state(), hub)
+    _, info = load_backbone("auto", ["conv1_2"])
+    assert info.name == "vgg19" and info.weights == str(hub)
+
+
+def test_vgg_layer_names_map_to_efficientnet_blocks():
+    from utad.nets.perceptual import effnet_layers
+
+    assert effnet_layers(["conv1_2", "conv3_4", "conv5_4"]) == ["block0", "block4", "block15"]
+    assert effnet_layers(["conv2_1", "conv2_2", "block7", "x_y"]) == ["block2", "block7", "x_y"]
