@@ -29,7 +29,7 @@ format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-# Mutation testing of the method's core (about N minutes on 2 cores; resumable): see benchmarks/mutation.py.
+# Mutation testing of the method's core (30 to 45 minutes on 2 cores; resumable): see benchmarks/mutation.py.
 mutation: install
 	$(BIN)/python -m pip install -q "mutmut==3.8.1"
 	$(BIN)/python benchmarks/mutation.py --run --json benchmarks/results/mutation.json
