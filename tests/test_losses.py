@@ -39,9 +39,14 @@ def test_derangement_has_no_fixed_point():
         assert sorted(p.tolist()) == list(range(n)) and not (p == torch.arange(n)).any()
 
 
-def test_ie_loss_combines_terms_with_weights():
+def tiny_ienet() -> IENet:
+    """A 16 px IE-Net small enough for hand checks, seeded."""
     torch.manual_seed(0)
-    net = IENet(16, blocks=2, width=4, max_width=16, z_dim=4, mlp_hidden=8, t_hidden=8, fc_channels=4)
+    return IENet(16, blocks=2, width=4, max_width=16, z_dim=4, mlp_hidden=8, t_hidden=8, fc_channels=4)
+
+
+def test_ie_loss_combines_terms_with_weights():
+    net = tiny_ienet()
     x = torch.rand(4, 3, 16, 16)
     torch.manual_seed(1)
     total, parts, out = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0)
@@ -89,8 +94,7 @@ def test_derangement_of_one_and_its_generator():
 
 def test_ie_info_term_by_hand_with_the_same_random_draws():
     """L_tM from T(x, E_M(x)) on matched pairs and T(x~, z~) with x~ the deranged batch and z~ = mu + eps*sigma."""
-    torch.manual_seed(0)
-    net = IENet(16, blocks=2, width=4, max_width=16, z_dim=4, mlp_hidden=8, t_hidden=8, fc_channels=4)
+    net = tiny_ienet()
     x = torch.rand(4, 3, 16, 16)
     torch.manual_seed(5)
     total, parts, _ = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0)
@@ -129,7 +133,6 @@ def test_expert_perceptual_term_only_when_asked():
 
 
 def test_info_term_from_a_batch_of_two():
-    torch.manual_seed(0)
-    net = IENet(16, blocks=2, width=4, max_width=16, z_dim=4, mlp_hidden=8, t_hidden=8, fc_channels=4)
+    net = tiny_ienet()
     _, parts, _ = ie_loss(net, torch.rand(2, 3, 16, 16), lambda_kl=0.5, lambda_rec=3.0)
     assert "info" in parts  # two images are enough for one negative pair each

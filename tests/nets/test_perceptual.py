@@ -12,7 +12,7 @@ from utad.nets.backbones import (
     VGG19Features,
     vgg19_layer_indices,
 )
-from utad.nets.perceptual import PerceptualMeasurement, effnet_weights_path, load_backbone
+from utad.nets.perceptual import BackboneInfo, PerceptualMeasurement, effnet_weights_path, load_backbone
 
 
 def torchvision_style_vgg19_state(seed=0):
@@ -158,20 +158,10 @@ def test_random_backbones_say_so_and_missing_efficientnet_is_explained(tmp_path,
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     _, info = load_backbone("vgg19", ["conv1_2", "conv2_2"], allow_random=True)
-    assert info.to_dict() == {
-        "name": "vgg19",
-        "weights": "random (untrained)",
-        "pretrained": False,
-        "layers": ["conv1_2", "conv2_2"],
-    }
+    assert info == BackboneInfo("vgg19", "random (untrained)", False, ["conv1_2", "conv2_2"])
     monkeypatch.setattr(perceptual, "effnet_weights_path", lambda: None)
     _, info = load_backbone("efficientnet-lite0", ["conv1_2", "conv3_4"], allow_random=True)
-    assert info.to_dict() == {
-        "name": "efficientnet-lite0",
-        "weights": "random (untrained)",
-        "pretrained": False,
-        "layers": ["block0", "block4"],
-    }
+    assert info == BackboneInfo("efficientnet-lite0", "random (untrained)", False, ["block0", "block4"])
     with pytest.raises(UtadError) as err:
         load_backbone("efficientnet-lite0", ["conv1_2"])
     assert str(err.value) == (
