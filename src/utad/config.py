@@ -70,6 +70,7 @@ class ExpertNetConfig:
     use_detail: bool = True  # E_S on; False is "without E_S": AdaIN fed from s ~ N(0, 1)
     use_naive: bool = True  # m^ branch on; False drops m^ and the phi(m, m^) term ("without m^ guidance")
     residual: bool = False  # x^ = sigmoid(logit(m) + D_X^A(..)): details added to m (beyond the paper)
+    skips: bool = False  # U-Net skips from E_X^A's maps of m into D_X^A's upsampling (beyond the paper)
     lambda_x: float = 10.0  # weight of |x^ - x|_1
     lambda_m: float = 10.0  # weight of |m^ - m|_1
     lambda_s: float = 1.0  # weight of |E_S(x^) - s|_1

@@ -40,6 +40,7 @@ def build_expert(cfg: UtadConfig) -> ExpertNet | None:
         use_detail=c.use_detail,
         use_naive=c.use_naive,
         residual=c.residual,
+        skips=c.skips,
     )
 
 

@@ -20,6 +20,10 @@ Choices (``ExpertNetConfig``), following MUNIT's defaults:
   zero so that x^ = m before training. x still reaches D_X^A only through s, so defects cannot leak in; what
   changes is that the expert no longer has to re-learn the structure m already has and spends its capacity on
   the details (the fidelity issue: without it a CPU-budget expert returned x^ blurrier than m).
+* ``skips=True`` (beyond the paper, off in the paper presets): U-Net-style additive skips from E_X^A's feature
+  maps of m at each resolution into D_X^A's upsampling blocks at the same resolution. They carry m's fine
+  structure past the bottleneck, so the decoder need not squeeze it through the residual blocks; they come from
+  m only, so x still reaches D_X^A only through s and defects cannot leak into x^.
 * Without E_S (ablation, ``use_detail=False``): ``s ~ N(0, 1)`` while training; at inference ``s = 0`` (the mean
   of N(0, 1)) so the detector stays deterministic.
 """
@@ -60,6 +64,16 @@ class ContentEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps after the stem and each down-sampling block, finest first, then the code."""
+        feats = []
+        n_conv = len(self.net) - sum(isinstance(layer, ResBlock) for layer in self.net)
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i < n_conv - 1:
+                feats.append(x)
+        return [*feats, x]
+
 
 class Decoder(nn.Module):
     """D_X: residual blocks (AdaIN when ``adaptive``), upsampling conv blocks, 7x7 conv, tanh."""
@@ -85,8 +99,15 @@ class Decoder(nn.Module):
     def n_adain_params(self) -> int:
         return sum(b.n_params for b in self.res) if self.adaptive else 0
 
-    def forward(self, h: torch.Tensor, adain_params: torch.Tensor | None = None) -> torch.Tensor:
-        """Content code h (B, dim, b, b) -> output before the final activation (B, C, H, W)."""
+    def forward(
+        self,
+        h: torch.Tensor,
+        adain_params: torch.Tensor | None = None,
+        skips: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Content code h (B, dim, b, b) -> output before the final activation (B, C, H, W).
+
+        ``skips``: encoder feature maps, coarsest first, added after each upsampling block (U-Net-style)."""
         offset = 0
         for block in self.res:
             if self.adaptive:
@@ -95,7 +116,13 @@ class Decoder(nn.Module):
                 offset += n
             else:
                 h = block(h)
-        return self.up(h)
+        if skips is None:
+            return self.up(h)
+        for i, layer in enumerate(self.up):
+            h = layer(h)
+            if i < len(skips):
+                h = h + skips[i]
+        return h
 
 
 class DetailExtractor(nn.Module):
@@ -132,10 +159,11 @@ class ExpertNet(nn.Module):
         use_detail: bool = True,
         use_naive: bool = True,
         residual: bool = False,
+        skips: bool = False,
     ) -> None:
         super().__init__()
         self.use_detail, self.use_naive, self.detail_dim = use_detail, use_naive, detail_dim
-        self.residual = residual
+        self.residual, self.skips = residual, skips
         self.enc_a = ContentEncoder(in_channels, dim, downsample, res_blocks)  # E_X^A
         self.dec_a = Decoder(
             self.enc_a.out_channels, in_channels, downsample, res_blocks, adaptive=True
@@ -172,7 +200,11 @@ class ExpertNet(nn.Module):
 
     def reconstruct(self, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """x^ = D_X^A(E_X^A(m), s), in [0, 1] (with ``residual``: sigmoid(logit(m) + D_X^A(...)))."""
-        y = self.dec_a(self.enc_a(m * 2 - 1), self.mlp(s))
+        if self.skips:
+            *feats, code = self.enc_a.features(m * 2 - 1)
+            y = self.dec_a(code, self.mlp(s), skips=feats[::-1])
+        else:
+            y = self.dec_a(self.enc_a(m * 2 - 1), self.mlp(s))
         if self.residual:
             return torch.sigmoid(torch.logit(m, eps=1e-4) + y)
         return (torch.tanh(y) + 1) / 2
