@@ -69,7 +69,7 @@ def measure(fn, x, repeats: int) -> float:
     return statistics.median(_time(lambda: fn(x)) for _ in range(repeats)) / x.shape[0] * 1000
 
 
-def onnx_runner(det: Detector, size: int):
+def onnx_runner(det: Detector, size: int, spinning: bool = True):
     import onnxruntime as ort
 
     from utad.export import write_graph
@@ -77,7 +77,9 @@ def onnx_runner(det: Detector, size: int):
     path = Path(tempfile.mkdtemp()) / "m.onnx"
     write_graph(det, path)
     opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads must not steal
+    # spinning (ONNX Runtime's default, what `utad predict model.onnx` runs with) keeps worker threads busy-waiting
+    # between parallel sections: faster on an idle machine, but they steal cores from other work
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return lambda t: session.run(None, {"image": t.numpy()})
 
@@ -114,6 +116,9 @@ def main() -> None:
     ap.add_argument("--json", required=True)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--ort-spinning", choices=["on", "off"], default="on", help="ONNX Runtime thread spinning"
+    )
     args = ap.parse_args()
     peak = matmul_peak()
     rows = []
@@ -129,7 +134,7 @@ def main() -> None:
             ),
         }
         try:
-            paths["onnxruntime"] = onnx_runner(det, size)
+            paths["onnxruntime"] = onnx_runner(det, size, args.ort_spinning == "on")
         except ImportError:
             pass
         for batch in (1, 8):
@@ -154,6 +159,7 @@ def main() -> None:
         args.json,
         {
             "threads": torch.get_num_threads(),
+            "ort_spinning": args.ort_spinning,
             "torch": torch.__version__,
             "matmul_peak_gflop_per_s": peak,
             "inference": rows,
