@@ -97,7 +97,8 @@ def test_an_interrupted_cell_continues_from_its_checkpoint(finished, monkeypatch
     monkeypatch.setattr(benchmark, "_run", lambda argv, *a: calls.append(argv[0]) or real(argv, *a))
     results = benchmark.run_grid(grid, out, only="mnist-1/utad")  # in a subprocess this time
     assert calls == ["test"]  # mnist-1/utad only (utad-pixel is finished), and no "train"
-    assert len(results["cells"]) == 2
+    assert len(results["cells"]) == 6  # the cells --only left out stay in the results and tables
+    assert "| demo | utad |" in (out / "tiny.md").read_text()
     cell = json.loads((out / "mnist-1" / "utad" / "cell.json").read_text())
     assert cell["status"] == "done" and cell["peak_mb"] > 100  # measured in the subprocess
 

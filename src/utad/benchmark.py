@@ -253,7 +253,9 @@ def run_grid(
     echo=print,
     isolate: bool = True,
 ) -> dict[str, Any]:
-    """Run every cell of the grid not finished yet; returns the results (also ``out/<grid name>.json``)."""
+    """Run every cell of the grid not finished yet (with ``only``: those whose id contains it); returns the
+    results (also ``out/<grid name>.json``). The results list every finished cell of the grid, also those
+    ``only`` leaves out, so a partial run never shrinks the published tables."""
     from utad.tables import render
 
     grid = load_grid(grid_path)
@@ -261,11 +263,14 @@ def run_grid(
     cells = [c for c in grid.cells if only is None or only in c.id]
     records: dict[str, dict] = {}
     todo = []
-    for c in cells:
+    for c in grid.cells:
+        selected = only is None or only in c.id
         done = out / c.dataset / c.variant / "cell.json"
         if done.is_file():
             rec = json.loads(done.read_text())
             if rec.get("status") == "done" and rec.get("spec") != c.spec():
+                if not selected:
+                    continue  # stale and not asked for: left out of the tables, never replaced
                 raise UtadError(
                     f"{done}: this cell finished with other settings than {grid.path} now gives; use another "
                     "--out (finished cells are never replaced)"
@@ -274,7 +279,8 @@ def run_grid(
                 rec["paper"] = c.paper  # the published numbers may be added after the run
                 records[c.id] = rec
                 continue
-        todo.append(c)
+        if selected:
+            todo.append(c)
     echo(f"{grid.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run -> {out}")
     start, times = time.perf_counter(), []
 
@@ -285,7 +291,7 @@ def run_grid(
             "table": grid.table,
             "grid_file": grid.path,
             "notes": grid.notes,
-            "cells": [records[c.id] for c in cells if c.id in records],
+            "cells": [records[c.id] for c in grid.cells if c.id in records],
         }
         for folder in [out] + ([Path(publish)] if publish is not None else []):
             write_json(folder / f"{grid.name}.json", results)
