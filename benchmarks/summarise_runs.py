@@ -26,7 +26,9 @@ def summary(run: Path) -> dict:
         "epochs": m["epochs"],
         "image_size": cfg["data"]["image_size"],
         "ienet_blocks": cfg["ienet"]["blocks"],
-        "expert": {k: cfg["expert"].get(k) for k in ("dim", "res_blocks", "residual", "skips", "lambda_perceptual")},
+        "expert": {
+            k: cfg["expert"].get(k) for k in ("dim", "res_blocks", "residual", "skips", "lambda_perceptual")
+        },
         "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
         "expert_crop": cfg["train"].get("expert_crop"),
         "backbone": m["backbone"]["name"],
