@@ -34,17 +34,15 @@ import torch
 import torch.nn.functional as F
 
 from utad.data.bundle import build_data
-from utad.detector import Detector
+from utad.detector import Detector, gaussian_kernel
 from utad.fidelity import FidelityMeter
 from utad.io import write_json
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (radius 3 sigma, reflect padding) of (B, C, H, W)."""
-    r = max(1, round(3 * sigma))
-    k = torch.exp(-(torch.arange(-r, r + 1, dtype=x.dtype) ** 2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
+    """Separable Gaussian blur (the detector's kernel, ``gaussian_kernel``; reflect padding) of (B, C, H, W)."""
+    k = gaussian_kernel(sigma).to(x.dtype)
+    r, c = k.numel() // 2, x.shape[1]
     x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
@@ -63,8 +61,7 @@ def ceiling(run: str, thresholds: list[float], dilate: int, sigmas: list[float],
     det = Detector.load(run)
     cfg = det.config
     data = build_data(cfg.data, cfg.seed, Path(run).parent / ".utad-cache")
-    labels = np.asarray([s.label for s in data.test_samples])
-    normal = [i for i, y in enumerate(labels) if y == 0]
+    normal = [i for i, s in enumerate(data.test_samples) if s.label == 0]
     meters = {t: FidelityMeter(det.pm, with_ssim=False) for t in thresholds}
     actual = FidelityMeter(det.pm, with_ssim=False)
     share = {t: [] for t in thresholds}

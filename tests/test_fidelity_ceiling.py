@@ -21,7 +21,7 @@ def test_blur_keeps_constants_and_spreads_a_dot_with_the_given_sigma():
     assert out.sum() == pytest.approx(1.0, abs=1e-5)  # mass kept (the dot is far from the border)
     rows = torch.arange(21.0) - 10
     var = float((out.sum(1) * rows**2).sum())
-    assert var == pytest.approx(1.0, rel=0.02)  # the kernel's variance is sigma^2 (truncated at 3 sigma)
+    assert var == pytest.approx(1.0, rel=0.02)  # the kernel's variance is sigma^2 (truncated at 4 sigma)
     assert torch.allclose(out, out.T, atol=1e-7)  # the same along both axes
 
 
