@@ -2,7 +2,7 @@ import numpy as np
 from PIL import Image
 
 from utad.detector import Prediction
-from utad.report import overlay, save_learning_curve, save_panel
+from utad.report import PANEL_GAP, heatmap, overlay, panel_mosaic, save_learning_curve, save_panel
 
 
 def fake_prediction(i: int) -> Prediction:
@@ -34,3 +34,27 @@ def test_overlay_marks_predicted_outline_red_and_truth_green():
     out = overlay(p, gt)
     assert out.shape == (24, 24, 3) and out.dtype == np.uint8
     assert tuple(out[5, 5]) == (255, 0, 0) and tuple(out[15, 15]) == (0, 255, 0)
+
+
+def test_panel_mosaic_puts_each_picture_in_its_tile():
+    """Rows are images, columns x, m, x^ (m^ left out: no image has it), e, overlay; an image without m gets a
+    grey tile; every tile holds exactly the picture at full resolution."""
+    preds = [fake_prediction(i) for i in range(2)]
+    preds[1].impression = None
+    gts = [np.zeros((24, 24), bool), None]
+    gts[0][2:6, 2:6] = True
+    mosaic = panel_mosaic(preds, gts)
+    step = 24 + PANEL_GAP
+    assert mosaic.shape == (2 * 24 + PANEL_GAP, 5 * 24 + 4 * PANEL_GAP, 3) and mosaic.dtype == np.uint8
+
+    def tile(r, c):
+        return mosaic[r * step : r * step + 24, c * step : c * step + 24].astype(int)
+
+    for r, p in enumerate(preds):
+        assert np.abs(tile(r, 0) - np.round(p.image * 255)).max() <= 1
+        assert np.abs(tile(r, 2) - np.round(p.reconstruction * 255)).max() <= 1
+        assert np.array_equal(tile(r, 3), heatmap(p.anomaly_map))
+        assert np.array_equal(tile(r, 4), overlay(p, gts[r]))
+    assert np.abs(tile(0, 1) - np.round(preds[0].impression * 255)).max() <= 1
+    assert (tile(1, 1) == round(0.85 * 255)).all()  # no m for this image
+    assert (mosaic[24 : 24 + PANEL_GAP] == 255).all() and (mosaic[:, 24 : 24 + PANEL_GAP] == 255).all()

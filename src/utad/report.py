@@ -48,43 +48,78 @@ def _save_fig(fig, path: str | os.PathLike) -> Path:
     return path
 
 
+PANEL_GAP = 4  # white pixels between the panel's tiles
+
+
+def _tile(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) float image in [0, 1] at ``shape`` (bilinear resize only when the sizes differ)."""
+    a = _rgb(a.astype(np.float32))
+    if a.shape[:2] == shape:
+        return a
+    from PIL import Image
+
+    im = Image.fromarray((a * 255).astype(np.uint8)).resize(shape[::-1], Image.BILINEAR)
+    return np.asarray(im, np.float32) / 255.0
+
+
+def panel_columns(preds: list[Prediction]) -> tuple[list[str], list[str | None]]:
+    """The panel's column titles and the ``Prediction`` field each shows (None: e and the overlay, drawn from
+    the map). A column no image has (m, x^, m^ for methods without them) is left out."""
+    names = ["input x", "impression m", "reconstruction x^", "naive impression m^"]
+    fields = ["image", "impression", "reconstruction", "naive_impression"]
+    keep = [i for i, f in enumerate(fields) if i == 0 or any(getattr(p, f) is not None for p in preds)]
+    return [names[i] for i in keep] + ["anomaly map e", "overlay"], [fields[i] for i in keep] + [None, None]
+
+
+def panel_mosaic(preds: list[Prediction], gts: list[np.ndarray | None] | None = None) -> np.ndarray:
+    """One row per image and one tile per ``panel_columns`` column, at the first image's resolution, tiles
+    ``PANEL_GAP`` white pixels apart: x, m, x^, m^ (a grey tile where an image lacks one), e as a jet heat map
+    and the overlay (predicted outline red, ground truth green). uint8 (H', W', 3)."""
+    h, w = preds[0].image.shape[:2]
+    _, fields = panel_columns(preds)
+    rows_ = []
+    for r, p in enumerate(preds):
+        gt = gts[r] if gts else None
+        tiles = []
+        for f in fields[:-2]:
+            im = getattr(p, f)
+            tiles.append(np.full((h, w, 3), 0.85, np.float32) if im is None else _tile(im, (h, w)))
+        tiles.append(_tile(heatmap(p.anomaly_map).astype(np.float32) / 255.0, (h, w)))
+        tiles.append(_tile(overlay(p, gt).astype(np.float32) / 255.0, (h, w)))
+        gap = np.ones((h, PANEL_GAP, 3), np.float32)
+        rows_.append(np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1))
+    gap = np.ones((PANEL_GAP, rows_[0].shape[1], 3), np.float32)
+    body = np.concatenate([t for row in rows_ for t in (row, gap)][:-1], axis=0)
+    return np.round(np.clip(body, 0, 1) * 255).astype(np.uint8)
+
+
 def save_panel(
     preds: list[Prediction],
     path: str | os.PathLike,
     gts: list[np.ndarray | None] | None = None,
     title: str = "",
 ) -> Path:
-    """One row per image: x, m, x^, m^, e, overlay (predicted outline red, ground truth green); a column no
-    image has (m, x^, m^ for methods without them) is left out."""
-    names = ["input x", "impression m", "reconstruction x^", "naive impression m^"]
-    fields = ["image", "impression", "reconstruction", "naive_impression"]
-    keep = [i for i, f in enumerate(fields) if i == 0 or any(getattr(p, f) is not None for p in preds)]
-    cols = [names[i] for i in keep] + ["anomaly map e", "overlay"]
-    fig, axes = plt.subplots(
-        len(preds), len(cols), figsize=(2.0 * len(cols), 2.1 * len(preds)), squeeze=False
-    )
+    """``panel_mosaic`` with the column titles, each row's image name and score, and ``title``; drawn as one
+    image in one matplotlib axes (one axes per tile made a 10-row panel take over a second)."""
+    cols, _ = panel_columns(preds)
+    mosaic = panel_mosaic(preds, gts)
+    h, w = preds[0].image.shape[:2]
+    n_cols = len(cols)
+    left, top, bottom = 1.0, 0.3 + (0.25 if title else 0.0), 0.05  # inches around the image
+    width = 2.0 * n_cols
+    height = width * mosaic.shape[0] / mosaic.shape[1]
+    fig = plt.figure(figsize=(left + width + 0.1, top + height + bottom))
+    fw, fh = fig.get_size_inches()
+    ax = fig.add_axes((left / fw, bottom / fh, width / fw, height / fh))
+    ax.imshow(mosaic, interpolation="antialiased")
+    ax.set_axis_off()
+    for c, name in enumerate(cols):
+        ax.text(c * (w + PANEL_GAP) + w / 2, -3, name, ha="center", va="bottom", fontsize=8)
     for r, p in enumerate(preds):
-        gt = gts[r] if gts else None
-        for c, i in enumerate(keep):
-            ax = axes[r, c]
-            im = getattr(p, fields[i])
-            if im is None:
-                ax.text(0.5, 0.5, "n/a", ha="center", va="center")
-            else:
-                ax.imshow(_rgb(im))
-        axes[r, len(keep)].imshow(heatmap(p.anomaly_map))
-        axes[r, len(keep) + 1].imshow(overlay(p, gt))
-        axes[r, 0].set_ylabel(
-            f"{Path(p.path).parent.name}/{Path(p.path).stem}\nscore {p.score:.2f}", fontsize=7
-        )
-        for c, ax in enumerate(axes[r]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(cols[c], fontsize=8)
+        label = f"{Path(p.path).parent.name}/{Path(p.path).stem}\nscore {p.score:.2f}"
+        ax.text(-4, r * (h + PANEL_GAP) + h / 2, label, ha="right", va="center", fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=9, y=1 - 0.05 / fh, va="top")
     return _save_fig(fig, path)
 
 
