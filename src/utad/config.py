@@ -75,6 +75,10 @@ class ExpertNetConfig:
     lambda_m: float = 10.0  # weight of |m^ - m|_1
     lambda_s: float = 1.0  # weight of |E_S(x^) - s|_1
     lambda_perceptual: float = 0.0  # weight of phi(x, x^) (the PM distance) as a training loss; 0 = paper
+    lambda_adv: float = 0.0  # weight of MUNIT's LSGAN term on x^ (nets/discriminator.py); 0 = paper
+    disc_dim: int = 64  # channels of the discriminator's first conv (MUNIT: 64)
+    disc_layers: int = 4  # stride-2 conv blocks per discriminator scale (MUNIT: 4)
+    disc_scales: int = 3  # discriminator scales, input halved between them (MUNIT: 3)
 
 
 @dataclass
@@ -305,6 +309,17 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
         stride = max(stride, 2**cfg.expert.downsample)
     if cfg.data.image_size % stride:
         fail("data.image_size", f"must be divisible by {stride} (the networks halve it that often)")
+    if cfg.expert.enabled and cfg.expert.lambda_adv < 0:
+        fail("expert.lambda_adv", "must be 0 (off) or more")
+    if cfg.expert.enabled and cfg.expert.lambda_adv > 0:
+        for key in ("expert.disc_dim", "expert.disc_layers", "expert.disc_scales"):
+            if get(key) <= 0:
+                fail(key, "must be greater than 0 when expert.lambda_adv > 0")
+        if cfg.train.devices not in (1, "1") or cfg.train.num_nodes != 1:
+            fail(
+                "train.devices",
+                "must be 1 with expert.lambda_adv > 0 (the adversarial term runs in one process)",
+            )
     crop = cfg.train.expert_crop
     if crop is not None and (crop <= 0 or crop > cfg.data.image_size or crop % 2**cfg.expert.downsample):
         fail(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from utad.nets.discriminator import MsImageDis, lsgan_g_loss
 from utad.nets.expert_net import ExpertNet, ExpertOutput
 from utad.nets.ie_net import IENet, IEOutput
 from utad.nets.perceptual import PerceptualMeasurement
@@ -63,6 +64,9 @@ def expert_loss(
     lambda_s: float,
     perceptual: PerceptualMeasurement | None = None,
     lambda_p: float = 0.0,
+    adversary: MsImageDis | None = None,
+    lambda_adv: float = 0.0,
+    out: ExpertOutput | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], ExpertOutput]:
     """``lambda_x |x^ - x| + lambda_m |m^ - m| + lambda_s |E_S(x^) - s|`` (L1 means; Sec. 3.2).
 
@@ -72,8 +76,11 @@ def expert_loss(
     Beyond the paper (off unless ``lambda_p > 0``): ``lambda_p * phi(x, x^)``, the perceptual distance the
     detector measures (``PerceptualMeasurement.feature_loss``), so that x^ is trained to be close to x where
     the measurement looks, not only in pixels: an L1 loss alone settles on the blurry median of textures.
+    Also beyond the paper (off unless ``lambda_adv > 0``): ``lambda_adv`` times MUNIT's LSGAN generator loss
+    of x^ against ``adversary`` (``nets.discriminator``); the discriminator's own update is the trainer's.
+    ``out``: the forward pass ``net(x, m)`` when the caller already has it.
     """
-    out = net(x, m)
+    out = net(x, m) if out is None else out
     rec_x = (out.x_hat - x).abs().mean()
     total = lambda_x * rec_x
     parts = {"x": float(rec_x.detach())}
@@ -81,6 +88,10 @@ def expert_loss(
         rec_p = perceptual.feature_loss(out.x_hat, x)
         total = total + lambda_p * rec_p
         parts["p"] = float(rec_p.detach())
+    if adversary is not None and lambda_adv > 0:
+        adv = lsgan_g_loss(adversary, out.x_hat)
+        total = total + lambda_adv * adv
+        parts["adv"] = float(adv.detach())
     if out.m_hat is not None:
         rec_m = (out.m_hat - m).abs().mean()
         total = total + lambda_m * rec_m

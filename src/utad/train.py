@@ -30,6 +30,7 @@ from utad.fidelity import measure_fidelity
 from utad.io import prepare_run_dir, write_json, write_text
 from utad.losses import expert_loss, ie_loss
 from utad.model import build_expert, build_ienet, build_pm
+from utad.nets.discriminator import MsImageDis, lsgan_d_loss
 
 log = logging.getLogger("utad")
 
@@ -211,6 +212,7 @@ def _train(
         if expert is not None
         else None
     )
+    disc, d_opt = _discriminator(cfg) if expert is not None else (None, None)
     history: dict[str, list] = {"ienet": [], "expert": []}
     stage, epoch = "ienet", 0
     if state is not None:
@@ -219,6 +221,9 @@ def _train(
         if expert is not None and state.get("expert") is not None:
             expert.load_state_dict(state["expert"])
             ex_opt.load_state_dict(state["expert_opt"])
+        if disc is not None and state.get("disc") is not None:
+            disc.load_state_dict(state["disc"])
+            d_opt.load_state_dict(state["disc_opt"])
         history, stage, epoch = state["history"], state["stage"], state["epoch"]
         torch.set_rng_state(state["rng"])
 
@@ -234,6 +239,7 @@ def _train(
                 "ienet_opt": ie_opt.state_dict(),
                 "expert": expert.state_dict() if expert is not None else None,
                 "expert_opt": ex_opt.state_dict() if ex_opt is not None else None,
+                **({"disc": disc.state_dict(), "disc_opt": d_opt.state_dict()} if disc is not None else {}),
                 "config": to_dict(cfg),
                 "backbone": backbone.to_dict(),
                 "norm": norm,
@@ -303,7 +309,28 @@ def _train(
                 x, m = x.flip(-1), m.flip(-1)
             if t.expert_crop:
                 x, m = random_crop(x, m, size=t.expert_crop)
-            return expert_loss(model, x, m, e.lambda_x, e.lambda_m, e.lambda_s, pm, e.lambda_perceptual)[:2]
+            if disc is None:
+                return expert_loss(model, x, m, e.lambda_x, e.lambda_m, e.lambda_s, pm, e.lambda_perceptual)[
+                    :2
+                ]
+            out = model(x, m)
+            d_loss = _discriminator_step(disc, d_opt, x, out.x_hat.detach(), ex_opt.param_groups[0]["lr"])
+            disc.requires_grad_(False)  # the generator's adversarial term updates Expert-Net only
+            loss, parts, _ = expert_loss(
+                model,
+                x,
+                m,
+                e.lambda_x,
+                e.lambda_m,
+                e.lambda_s,
+                pm,
+                e.lambda_perceptual,
+                disc,
+                e.lambda_adv,
+                out,
+            )
+            disc.requires_grad_(True)
+            return loss, {**parts, "d": d_loss}
 
         def expert_validate() -> dict[str, float]:
             f = measure_fidelity(ienet, expert, pm, val_loader, fabric.device, with_ssim=False)
@@ -340,6 +367,30 @@ def _train(
     norm = det.calibrate(val_loader)
     snapshot("done", epoch, norm)
     return run_dir / "checkpoint.pt"
+
+
+def _discriminator(cfg: UtadConfig) -> tuple[MsImageDis | None, torch.optim.Optimizer | None]:
+    """MUNIT's multi-scale discriminator and its Adam (Expert-Net's learning rate and betas) when
+    ``expert.lambda_adv > 0``, else (None, None). Beyond the paper; one process only (``config.validate``)."""
+    e = cfg.expert
+    if e.lambda_adv <= 0:
+        return None, None
+    disc = MsImageDis(cfg.data.channels, e.disc_dim, e.disc_layers, e.disc_scales)
+    opt = torch.optim.Adam(disc.parameters(), lr=cfg.train.expert_lr, betas=tuple(cfg.train.expert_betas))
+    return disc, opt
+
+
+def _discriminator_step(disc, opt, real: torch.Tensor, fake: torch.Tensor, lr: float) -> float:
+    """One LSGAN update of the discriminator on x (real) and detached x^ (fake), at Expert-Net's current
+    learning rate (so a schedule applies to both); returns the loss before the update."""
+    disc.to(real.device).train()
+    for group in opt.param_groups:
+        group["lr"] = lr
+    loss = lsgan_d_loss(disc, real, fake)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
 
 
 def _open_run_all_ranks(fabric, cfg, run_dir, resume, overwrite, data) -> DataBundle:
