@@ -1,4 +1,4 @@
-"""utad benchmark: a tiny grid end to end (demo data and a two-class slice of MNIST), resuming, refusing
+"""utad benchmark: a tiny grid end to end (demo data and a one-class slice of MNIST), resuming, refusing
 changed cells, and the table writer against fixed expected Markdown."""
 
 import json
@@ -35,7 +35,6 @@ def write_grid(path: Path, extra_set: list[str] | None = None) -> Path:
         "set": ["seed=0", *TINY, *(extra_set or [])],
         "datasets": [
             {"name": "demo", "set": ["data.source=demo"]},
-            {"name": "mnist-0", "set": [*mnist, "data.normal_class=0"]},
             {"name": "mnist-1", "set": [*mnist, "data.normal_class=1"]},
         ],
         "variants": [
@@ -61,7 +60,7 @@ def test_tiny_grid_writes_every_cell_and_the_tables(finished, capsys):
     _, out, publish = finished
     results = json.loads((out / "tiny.json").read_text())
     ids = [c["id"] for c in results["cells"]]
-    assert ids == [f"{d}/{v}" for d in ("demo", "mnist-0", "mnist-1") for v in ("utad", "utad-pixel")]
+    assert ids == [f"{d}/{v}" for d in ("demo", "mnist-1") for v in ("utad", "utad-pixel")]
     for c in results["cells"]:
         assert c["status"] == "done" and 0.0 <= c["image_auroc"] <= 1.0
         assert c["image_size"] == 32 and c["peak_mb"] is None  # in-process: no per-cell memory figure
@@ -84,8 +83,8 @@ def test_a_finished_grid_runs_nothing_again(finished, monkeypatch, capsys):
 
     monkeypatch.setattr(benchmark, "_run", no_run)
     results = benchmark.run_grid(grid, out)
-    assert len(results["cells"]) == 6
-    assert "6 finished, 0 to run" in capsys.readouterr().out
+    assert len(results["cells"]) == 4
+    assert "4 finished, 0 to run" in capsys.readouterr().out
 
 
 def test_an_interrupted_cell_continues_from_its_checkpoint(finished, monkeypatch, capsys):
@@ -97,7 +96,7 @@ def test_an_interrupted_cell_continues_from_its_checkpoint(finished, monkeypatch
     monkeypatch.setattr(benchmark, "_run", lambda argv, *a: calls.append(argv[0]) or real(argv, *a))
     results = benchmark.run_grid(grid, out, only="mnist-1/utad")  # in a subprocess this time
     assert calls == ["test"]  # mnist-1/utad only (utad-pixel is finished), and no "train"
-    assert len(results["cells"]) == 6  # the cells --only left out stay in the results and tables
+    assert len(results["cells"]) == 4  # the cells --only left out stay in the results and tables
     assert "| demo | utad |" in (out / "tiny.md").read_text()
     cell = json.loads((out / "mnist-1" / "utad" / "cell.json").read_text())
     assert cell["status"] == "done" and cell["peak_mb"] > 100  # measured in the subprocess
