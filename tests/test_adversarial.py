@@ -23,6 +23,9 @@ def test_scales_halve_the_input_and_each_layer_halves_again():
     assert [tuple(o.shape) for o in outs] == [(2, 1, 8, 8), (2, 1, 4, 4), (2, 1, 2, 2)]
     assert [n[0].out_channels for n in dis.nets] == [4, 4, 4] and dis.nets[0][4].out_channels == 16
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in dis.modules())
+    weights = torch.cat([m.weight.flatten() for m in dis.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.1) and abs(weights.mean().item()) < 2e-3
+    assert all(not m.bias.any() for m in dis.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 class _Fixed(MsImageDis):
@@ -88,6 +91,7 @@ ADV = ["--set", "expert.lambda_adv=0.5", "--set", "expert.disc_dim=8", "--set", 
 ADV += ["--set", "expert.disc_scales=2"]
 
 
+@pytest.mark.slow
 def test_training_with_the_term_saves_and_resumes_the_discriminator(tmp_path):
     run = tmp_path / "run"
     assert main([*TRAIN_TINY, *ADV, "--out", str(run)]) == 0

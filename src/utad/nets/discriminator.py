@@ -19,7 +19,9 @@ class MsImageDis(nn.Module):
     """``scales`` patch discriminators, each on the input average-pooled 2^k times (k = 0..scales-1).
 
     One scale: ``layers`` conv 4x4 / stride 2 / reflect padding 1 blocks with LeakyReLU(0.2), channels ``dim``
-    doubling per block, then a 1x1 conv to one logit per patch. (B, C, H, W) -> list of (B, 1, h_k, w_k).
+    doubling per block, then a 1x1 conv to one logit per patch; weights drawn from N(0, 0.02) as MUNIT's trainer
+    does (with torch's default init the logits start large and the first updates wreck x^).
+    (B, C, H, W) -> list of (B, 1, h_k, w_k).
     """
 
     # pragma: no mutate start (constructor)
@@ -34,6 +36,12 @@ class MsImageDis(nn.Module):
                 c_in, c_out = c_out, c_out * 2
             blocks.append(nn.Conv2d(c_in, 1, 1))
             self.nets.append(nn.Sequential(*blocks))
+        for (
+            m
+        ) in self.modules():  # MUNIT's "gaussian" init: N(0, 0.02) weights, zero biases (logits start near 0)
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                nn.init.zeros_(m.bias)
 
     # pragma: no mutate end
 
