@@ -18,8 +18,9 @@ install: $(STAMP)
 demo: install
 	$(BIN)/utad demo --out $(DEMO_OUT) --overwrite
 
+# Two pytest workers per machine at least (pytest-xdist; whole files per worker, so module fixtures train once).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
