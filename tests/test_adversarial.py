@@ -83,12 +83,14 @@ def test_config_refuses_a_negative_weight_and_several_processes():
         load_config("cpu-fast", ["expert.lambda_adv=-1"])
     with pytest.raises(ConfigError, match="train.devices: must be 1 with expert.lambda_adv > 0"):
         load_config("cpu-fast", ["expert.lambda_adv=0.1", "train.devices=2"])
+    with pytest.raises(ConfigError, match="expert.disc_lr: must be null"):
+        load_config("cpu-fast", ["expert.lambda_adv=0.1", "expert.disc_lr=0"])
     with pytest.raises(ConfigError, match="expert.disc_dim: must be greater than 0"):
         load_config("cpu-fast", ["expert.lambda_adv=0.1", "expert.disc_dim=0"])
 
 
 ADV = ["--set", "expert.lambda_adv=0.5", "--set", "expert.disc_dim=8", "--set", "expert.disc_layers=2"]
-ADV += ["--set", "expert.disc_scales=2"]
+ADV += ["--set", "expert.disc_scales=2", "--set", "expert.disc_lr=0.0002"]
 
 
 @pytest.mark.slow
@@ -99,6 +101,7 @@ def test_training_with_the_term_saves_and_resumes_the_discriminator(tmp_path):
     (row,) = ckpt["history"]["expert"][-1:]
     assert row["adv"] > 0 and row["d"] > 0 and "adv" not in ckpt["history"]["ienet"][0]
     assert set(ckpt["disc"]) and ckpt["disc_opt"]["state"]
+    assert ckpt["disc_opt"]["param_groups"][0]["lr"] == pytest.approx(2e-4)  # its own rate, constant schedule
     # resume the last stage-2 epoch: the saved discriminator is loaded and trained on, not a fresh one
     ckpt["stage"], ckpt["epoch"], ckpt["norm"] = "expert", 1, None
     ckpt["history"]["expert"] = ckpt["history"]["expert"][:1]

@@ -79,6 +79,7 @@ class ExpertNetConfig:
     disc_dim: int = 64  # channels of the discriminator's first conv (MUNIT: 64)
     disc_layers: int = 4  # stride-2 conv blocks per discriminator scale (MUNIT: 4)
     disc_scales: int = 3  # discriminator scales, input halved between them (MUNIT: 3)
+    disc_lr: float | None = None  # discriminator learning rate (None: train.expert_lr; MUNIT: 1e-4 for both)
 
 
 @dataclass
@@ -315,6 +316,8 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
         for key in ("expert.disc_dim", "expert.disc_layers", "expert.disc_scales"):
             if get(key) <= 0:
                 fail(key, "must be greater than 0 when expert.lambda_adv > 0")
+        if cfg.expert.disc_lr is not None and cfg.expert.disc_lr <= 0:
+            fail("expert.disc_lr", "must be null (Expert-Net's learning rate) or greater than 0")
         if cfg.train.devices not in (1, "1") or cfg.train.num_nodes != 1:
             fail(
                 "train.devices",

@@ -314,7 +314,8 @@ def _train(
                     :2
                 ]
             out = model(x, m)
-            d_loss = _discriminator_step(disc, d_opt, x, out.x_hat.detach(), ex_opt.param_groups[0]["lr"])
+            d_lr = ex_opt.param_groups[0]["lr"] * (e.disc_lr or t.expert_lr) / t.expert_lr  # same schedule
+            d_loss = _discriminator_step(disc, d_opt, x, out.x_hat.detach(), d_lr)
             disc.requires_grad_(False)  # the generator's adversarial term updates Expert-Net only
             loss, parts, _ = expert_loss(
                 model,
@@ -370,19 +371,21 @@ def _train(
 
 
 def _discriminator(cfg: UtadConfig) -> tuple[MsImageDis | None, torch.optim.Optimizer | None]:
-    """MUNIT's multi-scale discriminator and its Adam (Expert-Net's learning rate and betas) when
+    """MUNIT's multi-scale discriminator and its Adam (``expert.disc_lr``, else Expert-Net's; Expert-Net's betas) when
     ``expert.lambda_adv > 0``, else (None, None). Beyond the paper; one process only (``config.validate``)."""
     e = cfg.expert
     if e.lambda_adv <= 0:
         return None, None
     disc = MsImageDis(cfg.data.channels, e.disc_dim, e.disc_layers, e.disc_scales)
-    opt = torch.optim.Adam(disc.parameters(), lr=cfg.train.expert_lr, betas=tuple(cfg.train.expert_betas))
+    opt = torch.optim.Adam(
+        disc.parameters(), lr=e.disc_lr or cfg.train.expert_lr, betas=tuple(cfg.train.expert_betas)
+    )
     return disc, opt
 
 
 def _discriminator_step(disc, opt, real: torch.Tensor, fake: torch.Tensor, lr: float) -> float:
-    """One LSGAN update of the discriminator on x (real) and detached x^ (fake), at Expert-Net's current
-    learning rate (so a schedule applies to both); returns the loss before the update."""
+    """One LSGAN update of the discriminator on x (real) and detached x^ (fake) at learning rate ``lr`` (the
+    trainer scales Expert-Net's current one, so a schedule applies to both); returns the loss before the update."""
     disc.to(real.device).train()
     for group in opt.param_groups:
         group["lr"] = lr
