@@ -27,7 +27,8 @@ def summary(run: Path) -> dict:
         "image_size": cfg["data"]["image_size"],
         "ienet_blocks": cfg["ienet"]["blocks"],
         "expert": {
-            k: cfg["expert"].get(k) for k in ("dim", "res_blocks", "residual", "skips", "lambda_perceptual")
+            k: cfg["expert"].get(k)
+            for k in ("dim", "res_blocks", "residual", "skips", "lambda_perceptual", "lambda_adv", "disc_lr")
         },
         "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
         "expert_crop": cfg["train"].get("expert_crop"),
