@@ -301,6 +301,8 @@ def _train(
     ienet.to(device)
     if stage == "expert":
         pairs = TensorDataset(*_impressions(ienet, data.train, bs, device))  # m computed once, not per epoch
+        if disc is not None:
+            disc.to(device).train()  # once per stage, not per step
         e = cfg.expert
 
         def expert_step(model, batch):
@@ -386,7 +388,6 @@ def _discriminator(cfg: UtadConfig) -> tuple[MsImageDis | None, torch.optim.Opti
 def _discriminator_step(disc, opt, real: torch.Tensor, fake: torch.Tensor, lr: float) -> float:
     """One LSGAN update of the discriminator on x (real) and detached x^ (fake) at learning rate ``lr`` (the
     trainer scales Expert-Net's current one, so a schedule applies to both); returns the loss before the update."""
-    disc.to(real.device).train()
     for group in opt.param_groups:
         group["lr"] = lr
     loss = lsgan_d_loss(disc, real, fake)
