@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import TRAIN_TINY
 from utad.checkpoint import load_checkpoint, save_checkpoint
@@ -13,7 +14,7 @@ from utad.config import load_config
 from utad.errors import ConfigError
 from utad.losses import expert_loss
 from utad.nets.discriminator import MsImageDis, lsgan_d_loss, lsgan_g_loss
-from utad.nets.expert_net import ExpertNet
+from utad.nets.expert_net import ExpertNet, ExpertOutput
 from utad.train import _discriminator_step
 
 
@@ -26,6 +27,20 @@ def test_scales_halve_the_input_and_each_layer_halves_again():
     weights = torch.cat([m.weight.flatten() for m in dis.modules() if isinstance(m, torch.nn.Conv2d)])
     assert weights.std().item() == pytest.approx(0.02, rel=0.1) and abs(weights.mean().item()) < 2e-3
     assert all(not m.bias.any() for m in dis.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_each_scale_sees_the_input_average_pooled_3x3_stride_2_without_the_padding():
+    dis = MsImageDis(3, dim=4, layers=1, scales=3)
+    dis.nets = torch.nn.ModuleList(torch.nn.Identity() for _ in range(3))  # outputs = what each scale sees
+    x = torch.rand(2, 3, 9, 9) + 1.0  # padding counted as zeros would darken the border
+    outs = dis(x)
+    once = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+    assert torch.equal(outs[0], x)
+    assert torch.allclose(outs[1], once) and torch.allclose(
+        outs[2], F.avg_pool2d(once, 3, 2, 1, count_include_pad=False)
+    )
+    corner = x[:, :, :2, :2].mean(dim=(2, 3))  # the 3x3 window at (0, 0) holds 4 real pixels
+    assert torch.allclose(outs[1][:, :, 0, 0], corner)
 
 
 class _Fixed(MsImageDis):
@@ -60,6 +75,18 @@ def test_generator_term_is_added_with_its_weight_and_reaches_expert_net_only():
     total.backward()
     assert all(p.grad is None for p in dis.parameters())
     assert all(p.grad is not None for p in net.dec_a.parameters())
+
+
+def test_a_given_forward_pass_is_used_not_recomputed():
+    torch.manual_seed(0)
+    net = ExpertNet(dim=4, downsample=1, res_blocks=1, detail_dim=3, mlp_dim=8).eval()
+    x, m = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    own = net(x, m)
+    given = ExpertOutput(x_hat=x.clone(), m_hat=own.m_hat, s=own.s)  # a perfect x^: L_x must be 0
+    _, parts, out = expert_loss(net, x, m, 2.0, 3.0, 4.0, out=given)
+    assert out is given and parts["x"] == 0.0
+    _, parts_own, _ = expert_loss(net, x, m, 2.0, 3.0, 4.0)
+    assert parts_own["x"] > 0.01
 
 
 def test_discriminator_step_changes_only_the_discriminator_and_lowers_its_loss():
