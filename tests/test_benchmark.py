@@ -2,10 +2,13 @@
 changed cells, and the table writer against fixed expected Markdown."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 from conftest import MNIST
 from utad import benchmark
@@ -46,14 +49,32 @@ def write_grid(path: Path, extra_set: list[str] | None = None) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    grid = write_grid(root / "tiny.yaml")
-    out, publish = root / "out", root / "published"
-    argv = ["benchmark", str(grid), "--out", str(out), "--publish", str(publish), "--in-process"]
-    assert main(argv) == 0
-    return grid, out, publish
+@pytest.fixture(scope="session")
+def _tiny_grid_once(tmp_path_factory):
+    """The tiny grid, trained once per test session: under pytest-xdist the workers share it through a lock
+    (each would otherwise train it again), and each test gets its own copy (see ``finished``)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the folder every worker's base temp lives in
+    root = base / "tiny-grid"
+    with FileLock(str(base / "tiny-grid.lock")):
+        if not (root / "done").exists():
+            shutil.rmtree(root, ignore_errors=True)  # a failed attempt of another worker
+            root.mkdir()
+            grid = write_grid(root / "tiny.yaml")
+            argv = ["benchmark", str(grid), "--out", str(root / "out"), "--publish", str(root / "published")]
+            assert main([*argv, "--in-process"]) == 0
+            (root / "done").touch()
+    return root / "tiny.yaml", root / "out", root / "published"
+
+
+@pytest.fixture
+def finished(_tiny_grid_once, tmp_path):
+    """(grid file, a private copy of the finished output folder, the published folder)."""
+    grid, out, publish = _tiny_grid_once
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    return grid, copy, publish
 
 
 def test_tiny_grid_writes_every_cell_and_the_tables(finished, capsys):
