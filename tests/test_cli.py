@@ -78,3 +78,20 @@ def test_folder_source_without_good_test_images_is_one_line(tmp_path, capsys):
     assert main(["test", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "the test set has no normal images" in err and "test_good" in err and "Traceback" not in err
+
+
+def test_a_gpu_that_is_not_there_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    from detector_runs import hand_made_run
+
+    hand_made_run(tmp_path / "run")
+    for argv in (["test", str(tmp_path / "run")], ["predict", str(tmp_path / "run"), str(tmp_path)]):
+        code, _, err = run(capsys, *argv, "--out", str(tmp_path / "out"), "--device", "cuda", "--quiet")
+        assert (
+            code == 2
+            and err.strip()
+            == "utad: error: device cuda: torch sees 0 CUDA device(s) (use --device cpu or auto)"
+        )
+        assert not (tmp_path / "out").exists()  # refused before anything was written

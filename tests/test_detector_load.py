@@ -10,7 +10,7 @@ import torch
 from conftest import save
 from detector_runs import STORED_NORM, hand_made_run
 from utad.config import load_config
-from utad.detector import Detector, gaussian_kernel
+from utad.detector import Detector, gaussian_kernel, resolve_device
 from utad.errors import UtadError
 
 
@@ -33,7 +33,7 @@ def test_load_restores_both_networks_the_size_and_the_config(tmp_path):
         assert torch.equal(det.expert.state_dict()[name], w), name
     assert torch.allclose(det.kernel, gaussian_kernel(det.detect.smooth_sigma * 32 / 256))  # 32 px, not 256
     assert det.config.data.image_size == 32 and det.backbone.name == "efficientnet-lite0"
-    assert str(det.kernel.device) == "cpu"
+    assert str(det.kernel.device) == resolve_device("auto")  # the CPU here, the GPU where torch sees one
 
 
 def test_load_without_expert(tmp_path):
@@ -126,3 +126,28 @@ def test_load_moves_the_detector_to_the_requested_device(tmp_path):
     _save(tmp_path / "ae", cfg, "done", 0, net.state_dict(), None, info, STORED_NORM, {}, "x")
     det = Detector.load(tmp_path / "ae", device="meta")
     assert {p.device.type for p in det.parameters()} == {"meta"}
+
+
+def test_device_auto_picks_the_gpu_only_when_torch_sees_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device(" CPU ") == "cpu"
+    with pytest.raises(
+        UtadError, match=r"^device cuda: torch sees 0 CUDA device\(s\) \(use --device cpu or auto\)$"
+    ):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(UtadError, match="device cuda:2: torch sees 2 CUDA device"):
+        resolve_device("cuda:2")
+    with pytest.raises(UtadError, match=r"device 'tpu': use auto, cpu, cuda or cuda:N"):
+        resolve_device("tpu")
+
+
+def test_load_puts_every_part_on_the_device_asked(tmp_path, monkeypatch):
+    hand_made_run(tmp_path)
+    det = Detector.load(tmp_path, "cpu")
+    assert {str(t.device) for t in [*det.parameters(), *det.buffers()]} == {"cpu"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UtadError, match="device cuda: torch sees 0"):
+        Detector.load(tmp_path, "cuda")

@@ -88,7 +88,9 @@ def _print_metrics(metrics: dict) -> None:
 def _cmd_test(args: argparse.Namespace) -> int:
     from utad.runs import test_run
 
-    metrics = test_run(args.run, args.out, args.set, progress=not args.quiet, report=not args.no_report)
+    metrics = test_run(
+        args.run, args.out, args.set, progress=not args.quiet, report=not args.no_report, device=args.device
+    )
     _print_metrics(metrics)
     print(f"wrote {(args.out or args.run)}/metrics.json" + ("" if args.no_report else " and report.html"))
     return 0
@@ -113,6 +115,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         explain=args.explain,
         workers=args.workers,
+        device=args.device,
     )
     rows, skipped = summary["rows"], summary["skipped"]
     n_bad = sum(r["anomalous"] for r in rows)
@@ -127,7 +130,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from utad.runs import explain_images
 
-    for info in explain_images(args.run, args.images, args.out, k=args.k, overwrite=args.overwrite):
+    infos = explain_images(
+        args.run, args.images, args.out, k=args.k, overwrite=args.overwrite, device=args.device
+    )
+    for info in infos:
         verdict = "ANOMALOUS" if info["anomalous"] else "normal"
         terms = ", ".join(f"{k} {100 * v:.0f}%" for k, v in info["term_share"].items())
         near = ", ".join(f"{Path(n['path']).name} ({n['distance']:.2f})" for n in info["nearest_normal"])
@@ -241,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     te.add_argument("--quiet", action="store_true", help="no progress bars")
     te.add_argument("--no-report", action="store_true", help="skip report.html")
+    te.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N",
+    )
     te.set_defaults(func=_cmd_test)
 
     rp = sub.add_parser("report", help="evaluate a run and write report.html, one self-contained page")
@@ -269,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write explain/<name>.png and .json per image (utad explain)",
     )
+    pr.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N",
+    )
     pr.set_defaults(func=_cmd_predict)
 
     xp = sub.add_parser(
@@ -282,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--k", type=int, default=3, help="nearest anomaly-free training images to show (Fig. 8: 3)"
     )
     xp.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
+    xp.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N",
+    )
     xp.set_defaults(func=_cmd_explain)
 
     ex = sub.add_parser("export", help="export a trained run as one ONNX graph (needs utad[export])")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,23 @@ from utad.errors import UtadError
 from utad.nets.expert_net import ExpertNet
 from utad.nets.ie_net import IENet
 from utad.nets.perceptual import BackboneInfo, PerceptualMeasurement
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: ``cuda`` when torch sees a CUDA device, else ``cpu``; ``cpu``; ``cuda`` or ``cuda:N`` (refused
+    with a clear error when no such device is visible, instead of failing deep inside the first forward pass)."""
+    name = str(name).strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name in ("cpu", "meta"):  # meta: shapes only (tests)
+        return name
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= n:
+            raise UtadError(f"device {name}: torch sees {n} CUDA device(s) (use --device cpu or auto)")
+        return name
+    raise UtadError(f"device {name!r}: use auto, cpu, cuda or cuda:N")
 
 
 @dataclass
@@ -213,10 +231,12 @@ class Detector(MapDetector):
         return self.pm(x, m, x_hat, m_hat), m, x_hat, m_hat
 
     @classmethod
-    def load(cls, run: str | os.PathLike, device: str = "cpu") -> MapDetector:
-        """Load a trained detector (any ``method``) from a run folder (its ``checkpoint.pt``) or a checkpoint."""
+    def load(cls, run: str | os.PathLike, device: str = "auto") -> MapDetector:
+        """Load a trained detector (any ``method``) from a run folder (its ``checkpoint.pt``) or a checkpoint,
+        on ``device`` (``resolve_device``: ``auto`` is the GPU when torch sees one)."""
         from utad.checkpoint import load_checkpoint
 
+        device = resolve_device(device)
         ckpt = load_checkpoint(run)
         if ckpt.get("stage") != "done" or not ckpt.get("norm"):
             raise UtadError(f"{run}: training has not finished (stage {ckpt.get('stage')}); resume it first")

@@ -168,8 +168,9 @@ class OnnxDetector:
         return preds
 
 
-def load_any(model: str | os.PathLike) -> Detector | OnnxDetector:
-    """A run folder or checkpoint (PyTorch) or an exported ``.onnx`` file (ONNX Runtime)."""
+def load_any(model: str | os.PathLike, device: str = "auto") -> Detector | OnnxDetector:
+    """A run folder or checkpoint (PyTorch, on ``device``) or an exported ``.onnx`` file (ONNX Runtime on the
+    CPU)."""
     if str(model).lower().endswith(".onnx"):
         return OnnxDetector(model)
-    return Detector.load(model)
+    return Detector.load(model, device)

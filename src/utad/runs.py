@@ -70,13 +70,14 @@ def test_run(
     overrides: list[str] | None = None,
     progress: bool = True,
     report: bool = True,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate a trained run on its test split; writes ``metrics.json``, ``report.png``,
     ``learning_curve.png``, ``tsne.png`` and (``report``) the self-contained ``report.html`` into ``out``
     (default: the run). ``overrides`` (``pm.*``, ``detect.*``) evaluate
     another measurement with the same networks, recalibrated on validation images; they need an ``out``."""
     run = Path(run)
-    det = Detector.load(run)
+    det = Detector.load(run, device)
     cfg: UtadConfig = det.config
     data = build_data(cfg.data, cfg.seed, run.parent / ".utad-cache")
     if overrides:
@@ -244,6 +245,7 @@ def predict_images(
     progress: bool = False,
     explain: bool = False,
     workers: int = 1,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Predict image files or folders into ``out``: maps/, masks/, overlays/, scores.csv and predict.json
     (``explain``: also ``explain/<name>.png`` and ``.json`` per image, ``utad.explain.explain_image``).
@@ -259,7 +261,7 @@ def predict_images(
 
     files, skipped = collect_inputs(inputs)
     det = load_any(
-        run
+        run, device
     )  # a run folder, or an exported .onnx; before the output folder: a bad one leaves nothing
     index = _explain_index(det, run) if explain else None
     out = prepare_run_dir(out, overwrite=overwrite)
@@ -348,11 +350,12 @@ def explain_images(
     out: str | os.PathLike,
     k: int = 3,
     overwrite: bool = False,
+    device: str = "auto",
 ) -> list[dict[str, Any]]:
     """``utad explain``: for each image the panel of ``utad.explain.explain_image`` as ``<out>/<name>.png`` and its
     numbers as ``<name>.json``; the ground truth outline is drawn when the image is one of the run's test images
     with a mask."""
-    det = Detector.load(run)
+    det = Detector.load(run, device)
     cfg = det.config
     files, skipped = collect_inputs(inputs)
     if skipped:
