@@ -233,6 +233,20 @@ def test_oneclass_table_means_per_dataset_against_the_paper():
     assert "| **mnist mean of 2** | 0.980 (paper 0.994 (-0.014)) |" in md
 
 
+def test_an_ablated_variant_is_compared_only_with_the_paper_row_given_for_it():
+    base = {**RESULTS["cells"][0], "dataset": "fashion-mnist-0", "image_auroc": 0.75, "paper": {}}
+    spec = {"overrides": ["seed=0", "data.normal_class=0"]}
+    cells = [
+        {**base, "variant": "utad", "spec": spec},
+        {**base, "variant": "no-en", "spec": {"overrides": [*spec["overrides"], "expert.enabled=false"]}},
+        {**base, "variant": "base", "spec": {"overrides": ["ienet.use_info=false", "expert.enabled=false"]}},
+    ]
+    cells[2]["paper"] = {"fashion-mnist_auroc": 0.743}
+    md = render({**RESULTS, "table": "oneclass", "cells": cells})
+    row = "| **fashion-mnist mean of 1** | 0.750 (paper 0.899 (-0.149)) | 0.750 | 0.750 (paper 0.743 (+0.007)) |"
+    assert row in md  # not the full model's 0.899 beside an ablation
+
+
 def test_every_shipped_grid_resolves():
     """Each grid under benchmarks/grids: every cell's config is valid (a typo fails here, not in a sweep)."""
     grids = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "grids").glob("*.yaml"))

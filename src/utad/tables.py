@@ -169,6 +169,17 @@ def _family(dataset: str) -> str:
     return re.sub(r"[-_]?\d+$", "", dataset)
 
 
+# the ablation switches (config.py): a cell that turns one off is not the paper's full model
+ABLATION_SWITCHES = ("ienet.use_info=", "expert.enabled=", "expert.use_detail=", "expert.use_naive=")
+
+
+def _full_model(cell: dict[str, Any]) -> bool:
+    """UTAD as the paper's tables report it: no test-time variant, no ablation switch turned off."""
+    overrides = (cell.get("spec") or {}).get("overrides", [])
+    ablated = any(o.startswith(ABLATION_SWITCHES) and o.endswith("=false") for o in overrides)
+    return not cell.get("test_set") and not ablated
+
+
 def oneclass_table(results: dict[str, Any]) -> str:
     cells = results["cells"]
     variants = _variants(cells)
@@ -183,7 +194,7 @@ def oneclass_table(results: dict[str, Any]) -> str:
             m = _mean(vals)
             method = (by.get((members[0], v)) or {}).get("method")
             paper = (by.get((members[0], v)) or {}).get("paper", {}).get(f"{fam}_auroc")
-            if paper is None and method == "utad" and not (by.get((members[0], v)) or {}).get("test_set"):
+            if paper is None and method == "utad" and _full_model(by.get((members[0], v)) or {}):
                 paper = TABLE2_UTAD.get(fam)
             row.append(_f(m) + (f" (paper {paper:.3f}{_d(m, paper)})" if paper is not None else ""))
         rows.append(row)
