@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from utad.losses import derangement, expert_loss, ie_loss, kl_loss, mi_loss
@@ -136,3 +137,33 @@ def test_info_term_from_a_batch_of_two():
     net = tiny_ienet()
     _, parts, _ = ie_loss(net, torch.rand(2, 3, 16, 16), lambda_kl=0.5, lambda_rec=3.0)
     assert "info" in parts  # two images are enough for one negative pair each
+
+
+def test_detail_judge_stops_the_gradient_into_e_s_only_through_e_s_of_x_hat():
+    import copy
+
+    torch.manual_seed(0)
+    net = ExpertNet(dim=4, downsample=1, res_blocks=1, detail_dim=3, mlp_dim=8)
+    x, m = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+
+    def grads(**kw):
+        net.zero_grad()
+        loss, parts, out = expert_loss(net, x, m, 0.0, 0.0, 1.0, **kw)
+        loss.backward()
+        return parts, out, {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+
+    parts_j, _, judged = grads(detail_judge=True)
+    # by hand: the same term with a frozen copy of E_S as the judge
+    net.zero_grad()
+    out = net(x, m)
+    judge = copy.deepcopy(net.detail).requires_grad_(False)
+    term = (judge(out.x_hat * 2 - 1) - out.s.detach()).abs().mean()
+    term.backward()
+    assert parts_j["s"] == pytest.approx(float(term), rel=1e-6)
+    for k, p in net.named_parameters():  # (the m^ branch, weighted 0 here, has no gradient by hand)
+        expected = torch.zeros_like(p) if p.grad is None else p.grad
+        assert torch.allclose(judged.get(k, torch.zeros_like(p)), expected, atol=1e-7), k
+    assert judged["detail.net.0.conv.weight"].abs().sum() > 0  # E_S still learns through s -> AdaIN -> x^
+    parts_b, _, both = grads()
+    assert parts_b["s"] == pytest.approx(parts_j["s"])  # the same value, other gradients
+    assert not torch.allclose(both["detail.net.0.conv.weight"], judged["detail.net.0.conv.weight"])

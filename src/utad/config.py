@@ -74,6 +74,7 @@ class ExpertNetConfig:
     lambda_x: float = 10.0  # weight of |x^ - x|_1
     lambda_m: float = 10.0  # weight of |m^ - m|_1
     lambda_s: float = 1.0  # weight of |E_S(x^) - s|_1
+    detail_judge: bool = False  # True: no gradient into E_S through E_S(x^) in |E_S(x^) - s| (losses.py)
     lambda_perceptual: float = 0.0  # weight of phi(x, x^) (the PM distance) as a training loss; 0 = paper
     lambda_adv: float = 0.0  # weight of MUNIT's LSGAN term on x^ (nets/discriminator.py); 0 = paper
     disc_dim: int = 64  # channels of the discriminator's first conv (MUNIT: 64)

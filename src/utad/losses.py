@@ -67,6 +67,7 @@ def expert_loss(
     adversary: MsImageDis | None = None,
     lambda_adv: float = 0.0,
     out: ExpertOutput | None = None,
+    detail_judge: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float], ExpertOutput]:
     """``lambda_x |x^ - x| + lambda_m |m^ - m| + lambda_s |E_S(x^) - s|`` (L1 means; Sec. 3.2).
 
@@ -79,6 +80,11 @@ def expert_loss(
     Also beyond the paper (off unless ``lambda_adv > 0``): ``lambda_adv`` times MUNIT's LSGAN generator loss
     of x^ against ``adversary`` (``nets.discriminator``); the discriminator's own update is the trainer's.
     ``out``: the forward pass ``net(x, m)`` when the caller already has it.
+
+    ``detail_judge`` (a reading the paper leaves open, ``expert.detail_judge``): E_S only judges x^ in the detail
+    term: E_S's weights get no gradient through E_S(x^), only through s = E_S(x) -> AdaIN -> x^ (as in every
+    other term), so the term asks x^ to carry x's details instead of letting E_S move its own target. Trained by both sides, E_S can chase its own moving target: on
+    the one-class data the term grew from 0.4 to 30 within six epochs and x^ lost every detail.
     """
     out = net(x, m) if out is None else out
     rec_x = (out.x_hat - x).abs().mean()
@@ -97,7 +103,12 @@ def expert_loss(
         total = total + lambda_m * rec_m
         parts["m"] = float(rec_m.detach())
     if net.detail is not None:
-        rec_s = (net.detail_vector(out.x_hat) - out.s.detach()).abs().mean()
+        if detail_judge:
+            frozen = {k: v.detach() for k, v in net.detail.named_parameters()}
+            s_hat = torch.func.functional_call(net.detail, frozen, (out.x_hat * 2 - 1,))
+        else:
+            s_hat = net.detail_vector(out.x_hat)
+        rec_s = (s_hat - out.s.detach()).abs().mean()
         total = total + lambda_s * rec_s
         parts["s"] = float(rec_s.detach())
     parts["total"] = float(total.detach())

@@ -312,9 +312,17 @@ def _train(
             if t.expert_crop:
                 x, m = random_crop(x, m, size=t.expert_crop)
             if disc is None:
-                return expert_loss(model, x, m, e.lambda_x, e.lambda_m, e.lambda_s, pm, e.lambda_perceptual)[
-                    :2
-                ]
+                return expert_loss(
+                    model,
+                    x,
+                    m,
+                    e.lambda_x,
+                    e.lambda_m,
+                    e.lambda_s,
+                    pm,
+                    e.lambda_perceptual,
+                    detail_judge=e.detail_judge,
+                )[:2]
             out = model(x, m)
             d_lr = ex_opt.param_groups[0]["lr"] * (e.disc_lr or t.expert_lr) / t.expert_lr  # same schedule
             d_loss = _discriminator_step(disc, d_opt, x, out.x_hat.detach(), d_lr)
@@ -331,6 +339,7 @@ def _train(
                 disc,
                 e.lambda_adv,
                 out,
+                detail_judge=e.detail_judge,
             )
             disc.requires_grad_(True)
             return loss, {**parts, "d": d_loss}
