@@ -167,3 +167,25 @@ def test_detail_judge_stops_the_gradient_into_e_s_only_through_e_s_of_x_hat():
     parts_b, _, both = grads()
     assert parts_b["s"] == pytest.approx(parts_j["s"])  # the same value, other gradients
     assert not torch.allclose(both["detail.net.0.conv.weight"], judged["detail.net.0.conv.weight"])
+
+
+def test_the_detail_prior_adds_the_mean_square_of_s_only_when_asked():
+    torch.manual_seed(0)
+    net = ExpertNet(dim=4, downsample=1, res_blocks=1, detail_dim=3, mlp_dim=8).eval()
+    x, m = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    plain, parts, out = expert_loss(net, x, m, 2.0, 3.0, 4.0)
+    assert "s_prior" not in parts
+    total, parts, _ = expert_loss(net, x, m, 2.0, 3.0, 4.0, out=out, lambda_s_prior=0.5)
+    expected = (out.s**2).mean().item()
+    assert parts["s_prior"] == pytest.approx(expected) and expected > 0
+    assert total.item() == pytest.approx(plain.item() + 0.5 * expected)
+    total.backward()
+    assert net.detail.net[0].conv.weight.grad.abs().sum() > 0  # it reaches E_S
+
+
+def test_a_negative_detail_prior_is_refused():
+    from utad.config import load_config
+    from utad.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expert.lambda_s_prior"):
+        load_config("cpu-fast", ["expert.lambda_s_prior=-1"])

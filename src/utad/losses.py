@@ -68,6 +68,7 @@ def expert_loss(
     lambda_adv: float = 0.0,
     out: ExpertOutput | None = None,
     detail_judge: bool = False,
+    lambda_s_prior: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float], ExpertOutput]:
     """``lambda_x |x^ - x| + lambda_m |m^ - m| + lambda_s |E_S(x^) - s|`` (L1 means; Sec. 3.2).
 
@@ -80,6 +81,12 @@ def expert_loss(
     Also beyond the paper (off unless ``lambda_adv > 0``): ``lambda_adv`` times MUNIT's LSGAN generator loss
     of x^ against ``adversary`` (``nets.discriminator``); the discriminator's own update is the trainer's.
     ``out``: the forward pass ``net(x, m)`` when the caller already has it.
+
+    ``lambda_s_prior`` (beyond the paper, ``expert.lambda_s_prior``): ``lambda_s_prior * mean(s^2)``. The
+    detail term's target is E_S's own output, so nothing fixes the scale of s: on the one-class data |s| grew
+    to 15-75 in six epochs, AdaIN's parameters to 18, and x^ saturated into flat silhouettes. MUNIT anchors its
+    style codes by also reconstructing codes drawn from N(0, 1); this penalty is the cheap form of that anchor
+    (without E_S, utad feeds s ~ N(0, 1) too).
 
     ``detail_judge`` (a reading the paper leaves open, ``expert.detail_judge``): E_S only judges x^ in the detail
     term: E_S's weights get no gradient through E_S(x^), only through s = E_S(x) -> AdaIN -> x^ (as in every
@@ -111,5 +118,9 @@ def expert_loss(
         rec_s = (s_hat - out.s.detach()).abs().mean()
         total = total + lambda_s * rec_s
         parts["s"] = float(rec_s.detach())
+        if lambda_s_prior > 0:
+            prior = out.s.pow(2).mean()
+            total = total + lambda_s_prior * prior
+            parts["s_prior"] = float(prior.detach())
     parts["total"] = float(total.detach())
     return total, parts, out

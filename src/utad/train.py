@@ -322,6 +322,7 @@ def _train(
                     pm,
                     e.lambda_perceptual,
                     detail_judge=e.detail_judge,
+                    lambda_s_prior=e.lambda_s_prior,
                 )[:2]
             out = model(x, m)
             d_lr = ex_opt.param_groups[0]["lr"] * (e.disc_lr or t.expert_lr) / t.expert_lr  # same schedule
@@ -340,6 +341,7 @@ def _train(
                 e.lambda_adv,
                 out,
                 detail_judge=e.detail_judge,
+                lambda_s_prior=e.lambda_s_prior,
             )
             disc.requires_grad_(True)
             return loss, {**parts, "d": d_loss}
