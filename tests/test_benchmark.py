@@ -130,6 +130,24 @@ def test_a_changed_cell_is_refused(finished, tmp_path):
         benchmark.run_grid(changed, out)
 
 
+def test_a_preset_edited_after_a_cell_finished_is_refused_by_name(finished):
+    grid, out, _ = finished
+    config = out / "demo" / "utad" / "run" / "config.yaml"
+    trained = yaml.safe_load(config.read_text())
+    del trained["expert"]["lambda_s_prior"]  # a field utad gained later: its default, not a change
+    config.write_text(yaml.safe_dump(trained))
+    assert benchmark.changed_settings(benchmark.load_grid(grid).cells[0], out) == []
+    trained["train"]["ie_epochs"] = 7  # as if cpu-fast had said 7 when the cell trained
+    config.write_text(yaml.safe_dump(trained))
+    with pytest.raises(UtadError, match=r"finished with other settings \(train.ie_epochs\) than"):
+        benchmark.run_grid(grid, out)
+    results = benchmark.run_grid(grid, out, only="mnist-1")  # not asked for: left out, never replaced
+    assert [c["id"] for c in results["cells"]] == [
+        "mnist-1/utad",
+        "mnist-1/utad-pixel",
+    ]  # and its Table 3 cell
+
+
 def test_grid_errors_name_the_file_and_the_problem(tmp_path, capsys):
     bad = tmp_path / "g.yaml"
     bad.write_text(

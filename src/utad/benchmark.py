@@ -144,6 +144,28 @@ def resolve(cell: Cell):
     return load_config(cell.preset, cell.overrides)
 
 
+def changed_settings(cell: Cell, out: Path) -> list[str]:
+    """The config keys whose value in the cell's trained run (``run/config.yaml``, fields added to utad since
+    filled with their defaults) differs from what the grid resolves to now: a preset edited after the cell
+    finished changes no ``spec``, only this. A test-time cell is checked against the run it reuses."""
+    config = out / cell.dataset / (cell.reuse or cell.variant) / "run" / "config.yaml"
+    if not config.is_file():
+        return []
+    old = to_dict(from_dict(yaml.safe_load(config.read_text(encoding="utf-8")), str(config)))
+    new = to_dict(resolve(cell))
+
+    def walk(a: dict, b: dict, prefix: str = "") -> list[str]:
+        keys = []
+        for k in sorted(set(a) | set(b)):
+            if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+                keys += walk(a[k], b[k], f"{prefix}{k}.")
+            elif a.get(k) != b.get(k):
+                keys.append(f"{prefix}{k}")
+        return keys
+
+    return walk(old, new)
+
+
 def _run(argv: list[str], log_file: Path, isolate: bool = True) -> tuple[int, float, float | None]:
     """Run ``utad <argv>`` with its output appended to ``log_file``: (exit status, seconds, peak MB).
 
@@ -268,12 +290,14 @@ def run_grid(
         done = out / c.dataset / c.variant / "cell.json"
         if done.is_file():
             rec = json.loads(done.read_text())
-            if rec.get("status") == "done" and rec.get("spec") != c.spec():
+            changed = changed_settings(c, out) if rec.get("status") == "done" else []
+            if rec.get("status") == "done" and (rec.get("spec") != c.spec() or changed):
                 if not selected:
                     continue  # stale and not asked for: left out of the tables, never replaced
+                which = f" ({', '.join(changed)})" if changed else ""
                 raise UtadError(
-                    f"{done}: this cell finished with other settings than {grid.path} now gives; use another "
-                    "--out (finished cells are never replaced)"
+                    f"{done}: this cell finished with other settings{which} than {grid.path} now gives; use "
+                    "another --out (finished cells are never replaced)"
                 )
             if rec.get("status") == "done":
                 rec["paper"] = c.paper  # the published numbers may be added after the run
