@@ -28,8 +28,22 @@ def summary(run: Path) -> dict:
         "ienet_blocks": cfg["ienet"]["blocks"],
         "expert": {
             k: cfg["expert"].get(k)
-            for k in ("dim", "res_blocks", "residual", "skips", "lambda_perceptual", "lambda_adv", "disc_lr")
+            for k in (
+                "dim",
+                "res_blocks",
+                "residual",
+                "skips",
+                "use_detail",
+                "lambda_s",
+                "lambda_s_prior",
+                "detail_judge",
+                "lambda_perceptual",
+                "lambda_adv",
+                "disc_lr",
+            )
         },
+        "expert_lr": cfg["train"].get("expert_lr"),
+        "last_expert_epoch": h["expert"][-1] if h["expert"] else None,
         "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
         "expert_crop": cfg["train"].get("expert_crop"),
         "backbone": m["backbone"]["name"],
@@ -47,10 +61,9 @@ def main() -> None:
     write_json(args.json, {"note": args.note, "runs": rows})
     for r in rows:
         f = r["fidelity"] or {}
-        print(
-            f"{r['run']}: image {r['image_auroc']:.3f} pixel {r['pixel_auroc']:.3f} aupro {r['aupro']:.3f} "
-            f"iou {r['iou']:.3f} gain {f.get('gain') or 0:.2f}"
-        )
+        shown = {k: r[k] for k in ("image_auroc", "pixel_auroc", "aupro", "iou")}
+        text = " ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in shown.items())
+        print(f"{r['run']}: {text} gain {f.get('gain') or 0:.2f}")
 
 
 if __name__ == "__main__":
