@@ -183,9 +183,25 @@ def test_the_detail_prior_adds_the_mean_square_of_s_only_when_asked():
     assert net.detail.net[0].conv.weight.grad.abs().sum() > 0  # it reaches E_S
 
 
-def test_a_negative_detail_prior_is_refused():
+@pytest.mark.parametrize("key", ["lambda_s_prior", "lambda_s_random"])
+def test_a_negative_detail_anchor_is_refused(key):
     from utad.config import load_config
     from utad.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="expert.lambda_s_prior"):
-        load_config("cpu-fast", ["expert.lambda_s_prior=-1"])
+    with pytest.raises(ConfigError, match=f"expert.{key}"):
+        load_config("cpu-fast", [f"expert.{key}=-1"])
+
+
+def test_munit_anchor_reads_a_random_code_back_from_a_second_decoding():
+    torch.manual_seed(0)
+    net = ExpertNet(dim=4, downsample=1, res_blocks=1, detail_dim=3, mlp_dim=8).eval()
+    x, m = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    plain, parts, out = expert_loss(net, x, m, 2.0, 3.0, 4.0)
+    assert "s_random" not in parts
+    torch.manual_seed(5)
+    total, parts, _ = expert_loss(net, x, m, 2.0, 3.0, 4.0, out=out, lambda_s_random=0.5)
+    torch.manual_seed(5)
+    r = torch.randn(2, 3)
+    expected = (net.detail_vector(net.reconstruct(m, r)) - r).abs().mean().item()
+    assert parts["s_random"] == pytest.approx(expected) and expected > 0
+    assert total.item() == pytest.approx(plain.item() + 0.5 * expected)

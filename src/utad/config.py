@@ -75,6 +75,7 @@ class ExpertNetConfig:
     lambda_m: float = 10.0  # weight of |m^ - m|_1
     lambda_s: float = 1.0  # weight of |E_S(x^) - s|_1
     lambda_s_prior: float = 0.0  # weight of mean(s^2): keeps E_S's codes at N(0, 1)'s scale; 0 = paper
+    lambda_s_random: float = 0.0  # weight of MUNIT's |E_S(D_X^A(E_X^A(m), r)) - r|, r ~ N(0, 1); 0 = paper
     detail_judge: bool = False  # True: no gradient into E_S through E_S(x^) in |E_S(x^) - s| (losses.py)
     lambda_perceptual: float = 0.0  # weight of phi(x, x^) (the PM distance) as a training loss; 0 = paper
     lambda_adv: float = 0.0  # weight of MUNIT's LSGAN term on x^ (nets/discriminator.py); 0 = paper
@@ -314,8 +315,9 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
         fail("data.image_size", f"must be divisible by {stride} (the networks halve it that often)")
     if cfg.expert.enabled and cfg.expert.lambda_adv < 0:
         fail("expert.lambda_adv", "must be 0 (off) or more")
-    if cfg.expert.enabled and cfg.expert.lambda_s_prior < 0:
-        fail("expert.lambda_s_prior", "must be 0 (off) or more")
+    for key in ("lambda_s_prior", "lambda_s_random"):
+        if cfg.expert.enabled and getattr(cfg.expert, key) < 0:
+            fail(f"expert.{key}", "must be 0 (off) or more")
     if cfg.expert.enabled and cfg.expert.lambda_adv > 0:
         for key in ("expert.disc_dim", "expert.disc_layers", "expert.disc_scales"):
             if get(key) <= 0:

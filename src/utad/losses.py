@@ -69,6 +69,7 @@ def expert_loss(
     out: ExpertOutput | None = None,
     detail_judge: bool = False,
     lambda_s_prior: float = 0.0,
+    lambda_s_random: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float], ExpertOutput]:
     """``lambda_x |x^ - x| + lambda_m |m^ - m| + lambda_s |E_S(x^) - s|`` (L1 means; Sec. 3.2).
 
@@ -86,7 +87,9 @@ def expert_loss(
     detail term's target is E_S's own output, so nothing fixes the scale of s: on the one-class data |s| grew
     to 15-75 in six epochs, AdaIN's parameters to 18, and x^ saturated into flat silhouettes. MUNIT anchors its
     style codes by also reconstructing codes drawn from N(0, 1); this penalty is the cheap form of that anchor
-    (without E_S, utad feeds s ~ N(0, 1) too).
+    (without E_S, utad feeds s ~ N(0, 1) too). ``lambda_s_random`` (beyond the paper, ``expert.lambda_s_random``)
+    is MUNIT's anchor itself: x^ is decoded again from the same content with a code r ~ N(0, 1), and E_S must
+    read r back, ``lambda_s_random * |E_S(D_X^A(E_X^A(m), r)) - r|`` (one more decoder and E_S pass per step).
 
     ``detail_judge`` (a reading the paper leaves open, ``expert.detail_judge``): E_S only judges x^ in the detail
     term: E_S's weights get no gradient through E_S(x^), only through s = E_S(x) -> AdaIN -> x^ (as in every
@@ -122,5 +125,10 @@ def expert_loss(
             prior = out.s.pow(2).mean()
             total = total + lambda_s_prior * prior
             parts["s_prior"] = float(prior.detach())
+        if lambda_s_random > 0:
+            r = torch.randn_like(out.s)
+            rec_r = (net.detail_vector(net.reconstruct(m, r)) - r).abs().mean()
+            total = total + lambda_s_random * rec_r
+            parts["s_random"] = float(rec_r.detach())
     parts["total"] = float(total.detach())
     return total, parts, out

@@ -323,6 +323,7 @@ def _train(
                     e.lambda_perceptual,
                     detail_judge=e.detail_judge,
                     lambda_s_prior=e.lambda_s_prior,
+                    lambda_s_random=e.lambda_s_random,
                 )[:2]
             out = model(x, m)
             d_lr = ex_opt.param_groups[0]["lr"] * (e.disc_lr or t.expert_lr) / t.expert_lr  # same schedule
@@ -342,6 +343,7 @@ def _train(
                 out,
                 detail_judge=e.detail_judge,
                 lambda_s_prior=e.lambda_s_prior,
+                lambda_s_random=e.lambda_s_random,
             )
             disc.requires_grad_(True)
             return loss, {**parts, "d": d_loss}
