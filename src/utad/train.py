@@ -311,24 +311,14 @@ def _train(
                 x, m = x.flip(-1), m.flip(-1)
             if t.expert_crop:
                 x, m = random_crop(x, m, size=t.expert_crop)
-            if disc is None:
-                return expert_loss(
-                    model,
-                    x,
-                    m,
-                    e.lambda_x,
-                    e.lambda_m,
-                    e.lambda_s,
-                    pm,
-                    e.lambda_perceptual,
-                    detail_judge=e.detail_judge,
-                    lambda_s_prior=e.lambda_s_prior,
-                    lambda_s_random=e.lambda_s_random,
-                )[:2]
-            out = model(x, m)
-            d_lr = ex_opt.param_groups[0]["lr"] * (e.disc_lr or t.expert_lr) / t.expert_lr  # same schedule
-            d_loss = _discriminator_step(disc, d_opt, x, out.x_hat.detach(), d_lr)
-            disc.requires_grad_(False)  # the generator's adversarial term updates Expert-Net only
+            out, d_loss = None, None
+            if disc is not None:
+                out = model(x, m)
+                d_lr = (
+                    ex_opt.param_groups[0]["lr"] * (e.disc_lr or t.expert_lr) / t.expert_lr
+                )  # same schedule
+                d_loss = _discriminator_step(disc, d_opt, x, out.x_hat.detach(), d_lr)
+                disc.requires_grad_(False)  # the generator's adversarial term updates Expert-Net only
             loss, parts, _ = expert_loss(
                 model,
                 x,
@@ -345,6 +335,8 @@ def _train(
                 lambda_s_prior=e.lambda_s_prior,
                 lambda_s_random=e.lambda_s_random,
             )
+            if disc is None:
+                return loss, parts
             disc.requires_grad_(True)
             return loss, {**parts, "d": d_loss}
 
