@@ -121,6 +121,28 @@ def test_an_interrupted_cell_continues_from_its_checkpoint(finished, monkeypatch
     assert "| demo | utad |" in (out / "tiny.md").read_text()
     cell = json.loads((out / "mnist-1" / "utad" / "cell.json").read_text())
     assert cell["status"] == "done" and cell["peak_mb"] > 100  # measured in the subprocess
+    assert cell["train_cores_used"] is None  # not trained in this run: only tested
+
+
+def test_a_trained_cell_records_the_cores_its_training_kept_busy(finished, monkeypatch):
+    """CPU time over wall time of the training subprocess: 180 s of CPU in 100 s is 1.8 cores."""
+    grid, out, _ = finished
+    cell = out / "demo" / "utad"
+    (cell / "cell.json").unlink()
+    trained = cell.parent / "trained-run"
+    (cell / "run").rename(trained)
+    real = benchmark._run
+
+    def fake(argv, *args):
+        if argv[0] != "train":
+            return real(argv, *args)
+        shutil.copytree(trained, cell / "run")  # what the training would have left
+        return 0, 100.0, 500.0, 180.0
+
+    monkeypatch.setattr(benchmark, "_run", fake)
+    benchmark.run_grid(grid, out, only="demo/utad", isolate=False)
+    record = json.loads((cell / "cell.json").read_text())
+    assert record["train_cores_used"] == 1.8 and record["train_threads"] >= 1
 
 
 def test_a_changed_cell_is_refused(finished, tmp_path):
@@ -222,14 +244,28 @@ IoU at alpha = 0.5 on the normalised map: *IoU set* pools intersection and union
 
 Budget:
 
-| variant | method | preset | px | epochs | train min (mean) | backbone |
-|---|---|---|---|---|---|---|
-| utad | utad | cpu-fast | 128 | ienet 30, expert 20 | 25.0 | efficientnet-lite0 (pretrained) |
+| variant | method | preset | px | epochs | train min (mean) | cores busy | backbone |
+|---|---|---|---|---|---|---|---|
+| utad | utad | cpu-fast | 128 | ienet 30, expert 20 | 25.0 | - | efficientnet-lite0 (pretrained) |
 """
 
 
 def test_compare_table_is_exactly_as_expected():
     assert render(RESULTS) == EXPECTED_COMPARE
+
+
+def test_budget_shows_the_cores_each_variant_kept_busy():
+    """A variant trained beside other jobs shows it: its minutes are not those of idle cores."""
+    one, two = RESULTS["cells"]
+    cells = [
+        {**one, "train_cores_used": 1.9, "train_threads": 2},
+        {**two, "train_cores_used": 0.9, "train_threads": 2},
+    ]
+    assert "| ienet 30, expert 20 | 25.0 | 1.4 of 2 | efficientnet-lite0" in render(
+        {**RESULTS, "cells": cells}
+    )
+    cells[1] = {**two, "train_cores_used": None}  # finished before it was recorded: the measured cell alone
+    assert "| 25.0 | 1.9 of 2 |" in render({**RESULTS, "cells": cells})
 
 
 def test_mvtec_table_compares_with_the_paper_per_category():

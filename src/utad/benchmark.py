@@ -166,11 +166,13 @@ def changed_settings(cell: Cell, out: Path) -> list[str]:
     return walk(old, new)
 
 
-def _run(argv: list[str], log_file: Path, isolate: bool = True) -> tuple[int, float, float | None]:
-    """Run ``utad <argv>`` with its output appended to ``log_file``: (exit status, seconds, peak MB).
+def _run(
+    argv: list[str], log_file: Path, isolate: bool = True
+) -> tuple[int, float, float | None, float | None]:
+    """Run ``utad <argv>`` with its output appended to ``log_file``: (exit status, seconds, peak MB, CPU seconds).
 
-    ``isolate``: in a subprocess, whose peak resident memory is measured (``os.wait4``); else in this process
-    (no interpreter start, no per-cell memory figure: None)."""
+    ``isolate``: in a subprocess, whose peak resident memory and CPU time (user + system) are measured
+    (``os.wait4``); else in this process (no interpreter start, no per-cell memory or CPU figure: None)."""
     start = time.perf_counter()
     with open(log_file, "a", encoding="utf-8") as f:
         f.write(f"$ utad {' '.join(argv)}\n")
@@ -182,7 +184,7 @@ def _run(argv: list[str], log_file: Path, isolate: bool = True) -> tuple[int, fl
 
             with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
                 code = main(argv)
-            return code, time.perf_counter() - start, None
+            return code, time.perf_counter() - start, None, None
         proc = subprocess.Popen([sys.executable, "-m", "utad.cli", *argv], stdout=f, stderr=subprocess.STDOUT)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
@@ -191,7 +193,15 @@ def _run(argv: list[str], log_file: Path, isolate: bool = True) -> tuple[int, fl
             proc.wait()
             raise
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024  # Linux: kilobytes
+    seconds, cpu = time.perf_counter() - start, usage.ru_utime + usage.ru_stime
+    return proc.returncode, seconds, usage.ru_maxrss / 1024, cpu  # ru_maxrss: kilobytes on Linux
+
+
+def _default_threads() -> int:
+    """The intra-op threads a training started from here gets when its config leaves them to torch."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
@@ -201,7 +211,7 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
     logf = cdir / "log.txt"
     record: dict[str, Any] = {"id": cell.id, "dataset": cell.dataset, "variant": cell.variant}
     record["spec"] = cell.spec()
-    peak, train_s = 0.0, 0.0
+    peak, train_s, train_cpu = 0.0, 0.0, None
     if cell.reuse:
         run = out / cell.dataset / cell.reuse / "run"
         if not (run / "metrics.json").is_file():
@@ -229,13 +239,13 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
             if state is None and run.exists():
                 shutil.rmtree(run)  # the runner's own folder, interrupted before its first checkpoint
             args = ["--resume"] if state is not None else ["--preset", str(cdir / "cell-config.yaml")]
-            code, train_s, mb = _run(["train", *args, "--out", str(run), "--quiet"], logf, isolate)
+            code, train_s, mb, train_cpu = _run(["train", *args, "--out", str(run), "--quiet"], logf, isolate)
             peak = max(peak, mb or 0.0)
             if code != 0:
                 raise UtadError(f"{cell.id}: training failed (exit {code}); see {logf}")
         cmd = ["test", str(run), "--quiet"]
         metrics_path = run / "metrics.json"
-    code, test_s, mb = _run(cmd, logf, isolate)
+    code, test_s, mb, _ = _run(cmd, logf, isolate)
     peak = max(peak, mb or 0.0)
     if code != 0:
         raise UtadError(f"{cell.id}: testing failed (exit {code}); see {logf}")
@@ -254,6 +264,10 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
             "inference_ms_per_image": m.get("inference_ms_per_image"),
             "parameters": m.get("parameters"),
             "peak_mb": round(peak, 1) if peak else None,
+            # cores the training kept busy on average in this run (CPU time / wall time) and the threads it
+            # had: well below them means the cell shared the cores, so its minutes overstate the cost
+            "train_cores_used": round(train_cpu / train_s, 2) if train_cpu and train_s > 1 else None,
+            "train_threads": cfg["train"].get("threads") or _default_threads(),
             "backbone": m["backbone"]["name"],
             "backbone_pretrained": m["backbone"]["pretrained"],
             "fidelity_gain": (m.get("fidelity") or {}).get("gain"),

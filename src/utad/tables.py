@@ -78,10 +78,24 @@ def budget(cells: list[dict]) -> str:
                 str(c.get("image_size")),
                 epochs,
                 _f(_mean([x.get("train_minutes") for x in group]), 1),
+                _cores(group),
                 backbone,
             ]
         )
-    return _table(["variant", "method", "preset", "px", "epochs", "train min (mean)", "backbone"], rows)
+    header = ["variant", "method", "preset", "px", "epochs", "train min (mean)", "cores busy", "backbone"]
+    return _table(header, rows)
+
+
+def _cores(group: list[dict]) -> str:
+    """Mean cores the trainings kept busy, of the threads they had ("1.9 of 2"), over the cells where it was
+    measured; "-" where none was (in-process runs, cells finished before it was recorded). Far below the threads: the cells shared the
+    machine, and their minutes overstate the cost on idle cores."""
+    measured = [x for x in group if x.get("train_cores_used") is not None]
+    if not measured:
+        return "-"
+    used = float(np.mean([x["train_cores_used"] for x in measured]))
+    threads = "/".join(str(t) for t in sorted({x.get("train_threads") for x in measured}))
+    return f"{used:.1f} of {threads}"
 
 
 def compare_table(results: dict[str, Any]) -> str:
