@@ -25,6 +25,7 @@ def summary(run: Path) -> dict:
         "train_seconds": {s: (h[s][-1]["seconds"] if h[s] else 0.0) for s in ("ienet", "expert")},
         "epochs": m["epochs"],
         "image_size": cfg["data"]["image_size"],
+        "channels": cfg["data"].get("channels", 3),
         "ienet_blocks": cfg["ienet"]["blocks"],
         "expert": {
             k: cfg["expert"].get(k)
