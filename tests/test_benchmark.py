@@ -108,6 +108,21 @@ def test_a_finished_grid_runs_nothing_again(finished, monkeypatch, capsys):
     assert "4 finished, 0 to run" in capsys.readouterr().out
 
 
+def test_only_an_exact_id_selects_that_cell_alone(finished, monkeypatch):
+    """``demo/utad`` is also part of ``demo/utad-pixel``: an exact id must not run the other cell."""
+    grid, out, _ = finished
+    (out / "demo" / "utad-pixel" / "cell.json").unlink()  # unfinished, and not asked for
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a cell that was not asked for ran")
+
+    monkeypatch.setattr(benchmark, "_run", no_run)
+    results = benchmark.run_grid(grid, out, only="demo/utad")
+    assert "demo/utad-pixel" not in [c["id"] for c in results["cells"]]
+    with pytest.raises(AssertionError, match="not asked for"):
+        benchmark.run_grid(grid, out, only="demo/utad-")  # a part of an id still selects by substring
+
+
 def test_an_interrupted_cell_continues_from_its_checkpoint(finished, monkeypatch, capsys):
     """Without its cell.json (killed after training), a cell is tested again without retraining."""
     grid, out, _ = finished

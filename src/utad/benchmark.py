@@ -289,18 +289,24 @@ def run_grid(
     echo=print,
     isolate: bool = True,
 ) -> dict[str, Any]:
-    """Run every cell of the grid not finished yet (with ``only``: those whose id contains it); returns the
+    """Run every cell of the grid not finished yet (with ``only``: the cell whose id it is, else those whose
+    id contains it, so ``mnist-1/utad`` never picks ``fashion-mnist-1/utad``); returns the
     results (also ``out/<grid name>.json``). The results list every finished cell of the grid, also those
     ``only`` leaves out, so a partial run never shrinks the published tables."""
     from utad.tables import render
 
     grid = load_grid(grid_path)
     out = Path(out)
-    cells = [c for c in grid.cells if only is None or only in c.id]
+    exact = only in {c.id for c in grid.cells}
+
+    def wanted(cell: Cell) -> bool:
+        return only is None or (cell.id == only if exact else only in cell.id)
+
+    cells = [c for c in grid.cells if wanted(c)]
     records: dict[str, dict] = {}
     todo = []
     for c in grid.cells:
-        selected = only is None or only in c.id
+        selected = wanted(c)
         done = out / c.dataset / c.variant / "cell.json"
         if done.is_file():
             rec = json.loads(done.read_text())

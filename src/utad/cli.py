@@ -319,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("grid", help="grid file (YAML), e.g. benchmarks/grids/methods-bottle.yaml")
     be.add_argument("--out", help="folder for the cells' runs and results (default: runs/bench/<grid name>)")
     be.add_argument("--publish", help="also write <name>.json and <name>.md here, e.g. benchmarks/results")
-    be.add_argument("--only", help="run only the cells whose dataset/variant id contains this text")
+    be.add_argument(
+        "--only",
+        help="run only the cell with this dataset/variant id, or else the cells whose id contains this text",
+    )
     be.add_argument(
         "--in-process",
         action="store_true",
