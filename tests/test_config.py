@@ -47,6 +47,8 @@ def test_paper_presets_match_the_paper():
     fast = load_config("oneclass-fast")
     assert (fast.data.image_size, fast.ienet.blocks, fast.expert.res_blocks) == (64, 3, 1)
     assert fast.data.limit_train == 600 and fast.detect.score == "topk"
+    assert fast.expert.residual and fast.expert.skips  # the CPU budget's stable expert (README)
+    assert not (oc.expert.residual or oc.expert.skips)  # the paper preset stays the paper's
 
 
 def test_overrides_and_errors(tmp_path):
