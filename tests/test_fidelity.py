@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utad import runs
-from utad.fidelity import FidelityMeter, measure_fidelity
+from utad import fidelity, runs
+from utad.fidelity import FidelityMeter, low_fidelity_warning, measure_fidelity
 from utad.nets.expert_net import ExpertNet, ExpertOutput
 from utad.nets.perceptual import PerceptualMeasurement, load_backbone
 from utad.train import lr_at, random_crop
@@ -86,6 +86,25 @@ def test_fidelity_of_a_trained_run_is_reported(trained_run, tmp_path):
     assert all(r["val_gain"] > 0 for r in history["expert"])  # learning curve: gain per epoch
     assert all(r["val_phi_x_m"] > 0 for r in history["ienet"])
     assert (tmp_path / "fidelity.png").stat().st_size > 1000
+
+
+def test_low_gain_warns_with_the_number_and_what_to_try():
+    text = low_fidelity_warning(0.34, "the validation images")
+    assert "fidelity gain 0.34 on the validation images" in text and "expert.residual=true" in text
+    assert low_fidelity_warning(0.93, "x") is None  # pill's cpu-fast expert: weak, not broken
+    assert low_fidelity_warning(None, "x") is None and low_fidelity_warning(float("nan"), "x") is None
+
+
+def test_a_failed_second_stage_is_a_warning_in_metrics_and_the_report(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(fidelity, "LOW_GAIN", 1e9)  # every gain counts as low: checks the wiring
+    metrics = runs.test_run(trained_run, out=tmp_path, progress=False, report=True)
+    gain = metrics["fidelity"]["gain"]
+    assert (
+        f"fidelity gain {gain:.2f} on {metrics['fidelity']['n_images']} normal test images"
+        in metrics["warning"]
+    )
+    assert json.loads((tmp_path / "metrics.json").read_text())["warning"] == metrics["warning"]
+    assert "Expert-Net&#x27;s x^ is further from x" in (tmp_path / "report.html").read_text()
 
 
 def test_residual_expert_starts_at_the_impression():

@@ -22,6 +22,21 @@ from skimage.metrics import structural_similarity
 
 from utad.nets.perceptual import PerceptualMeasurement
 
+LOW_GAIN = 0.8  # below this, x^ is clearly further from x than the impression m: the second stage failed
+
+
+def low_fidelity_warning(gain: float | None, where: str) -> str | None:
+    """A warning when the expert's x^ is clearly further from x than the impression m is (gain below
+    ``LOW_GAIN``): the second stage then adds noise, not details (seen as a flat or black x^ when Expert-Net
+    diverged on a short schedule). ``where``: which images the gain was measured on. None when fine or unknown."""
+    if gain is None or not np.isfinite(gain) or gain >= LOW_GAIN:
+        return None
+    return (
+        f"Expert-Net's x^ is further from x than the impression m is (fidelity gain {gain:.2f} on {where}): the "
+        "second stage did not train well; look at x^ in report.png, and try expert.residual=true or a lower "
+        "train.expert_lr (README, 'One-class runs')"
+    )
+
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM of two (H, W, C) images in [0, 1] (channel mean; 7x7 uniform window as scikit-image)."""

@@ -25,6 +25,7 @@ from utad.detector import Detector, MapDetector
 from utad.errors import DataError, UtadError
 from utad.evaluate import evaluate
 from utad.explain import code_analysis, explain_image, normal_index
+from utad.fidelity import low_fidelity_warning
 from utad.html_report import per_defect_type, write_html_report
 from utad.io import atomic_write, prepare_run_dir, write_json
 from utad.methods import count_parameters
@@ -120,10 +121,15 @@ def _test_run(
             "config": to_dict(cfg),
         }
     )
+    warnings = []
     if metrics["random_backbone_weights"]:
-        metrics["warning"] = (
-            "PM backbone has RANDOM (untrained) weights: not the paper's perceptual measurement"
-        )
+        warnings.append("PM backbone has RANDOM (untrained) weights: not the paper's perceptual measurement")
+    f = metrics.get("fidelity") or {}
+    low = low_fidelity_warning(f.get("gain"), f"{f.get('n_images')} normal test images")
+    if low:
+        warnings.append(low)
+    if warnings:
+        metrics["warning"] = "; ".join(warnings)
     write_json(out / "metrics.json", metrics)
     labels = np.array([s.label for s in data.test_samples]) if data.test_samples else data.test.labels
     chosen = _pick_examples(preds, np.asarray(labels))

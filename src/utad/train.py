@@ -26,7 +26,7 @@ from utad.config import UtadConfig, dump_yaml, from_dict, to_dict
 from utad.data.bundle import DataBundle, build_data
 from utad.detector import Detector
 from utad.errors import UtadError
-from utad.fidelity import measure_fidelity
+from utad.fidelity import low_fidelity_warning, measure_fidelity
 from utad.io import prepare_run_dir, write_json, write_text
 from utad.losses import expert_loss, ie_loss
 from utad.model import build_expert, build_ienet, build_pm
@@ -367,6 +367,10 @@ def _train(
             forward_methods=("detail_vector",),
         )
         stage = "calibrate"
+        last = history["expert"][-1] if history["expert"] else {}
+        warning = low_fidelity_warning(last.get("val_gain"), "the validation images, last epoch")
+        if warning and fabric.is_global_zero:
+            log.warning(warning)
 
     # ---- calibration on held-out normal images ----------------------------------------------------------
     if expert is not None:
