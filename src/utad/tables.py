@@ -88,8 +88,8 @@ def budget(cells: list[dict]) -> str:
 
 def _cores(group: list[dict]) -> str:
     """Mean cores the trainings kept busy, of the threads they had ("1.9 of 2"), over the cells where it was
-    measured; "-" where none was (in-process runs, cells finished before it was recorded). Far below the threads: the cells shared the
-    machine, and their minutes overstate the cost on idle cores."""
+    measured; "-" where none was (in-process runs, cells finished before it was recorded). Far below the
+    threads: the cells shared the machine, and their minutes overstate the cost on idle cores."""
     measured = [x for x in group if x.get("train_cores_used") is not None]
     if not measured:
         return "-"

@@ -314,9 +314,8 @@ def _train(
             out, d_loss = None, None
             if disc is not None:
                 out = model(x, m)
-                d_lr = (
-                    ex_opt.param_groups[0]["lr"] * (e.disc_lr or t.expert_lr) / t.expert_lr
-                )  # same schedule
+                # the discriminator follows Expert-Net's schedule, scaled to its own base rate
+                d_lr = ex_opt.param_groups[0]["lr"] * (e.disc_lr or t.expert_lr) / t.expert_lr
                 d_loss = _discriminator_step(disc, d_opt, x, out.x_hat.detach(), d_lr)
                 disc.requires_grad_(False)  # the generator's adversarial term updates Expert-Net only
             loss, parts, _ = expert_loss(
