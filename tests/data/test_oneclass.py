@@ -6,7 +6,14 @@ import pytest
 
 from conftest import CIFAR, MNIST, save
 from utad.data import ArrayDataset
-from utad.data.oneclass import FASHION_MNIST_DIR, load_cifar10, load_mnist_like, load_one_class, read_idx
+from utad.data.oneclass import (
+    CIFAR10_CLASSES,
+    FASHION_MNIST_DIR,
+    load_cifar10,
+    load_mnist_like,
+    load_one_class,
+    read_idx,
+)
 from utad.errors import DataError
 
 
@@ -48,6 +55,27 @@ def test_real_cifar10_folders_limited():
     data = load_one_class("cifar10", CIFAR, normal_class=0, limit_test=200)
     assert data.train.shape == (1000, 32, 32, 3)
     assert len(data.test) == 200 and data.test_labels.sum() == 180
+    assert np.bincount(data.test_classes).tolist() == [20] * 10
+
+
+def test_cifar10_folders_decode_only_the_images_kept(tmp_path):
+    """One class of the JPEG copy: only its training files and the test subset are opened (a broken file of
+    another class is never read); what is kept equals what decoding everything and then selecting gives."""
+    for split, n in (("train", 3), ("test", 4)):
+        for c, cls in enumerate(CIFAR10_CLASSES):
+            for i in range(n):
+                save(tmp_path / split / cls / f"{i}.png", np.full((32, 32, 3), 10 * c + i, np.uint8))
+    everything = load_one_class("cifar10", tmp_path, normal_class=2, limit_test=20)
+    (tmp_path / "train" / "truck" / "9.png").write_bytes(b"not an image")
+    data = load_one_class("cifar10", tmp_path, normal_class=2, limit_test=20)
+    assert data.train.shape == (3, 32, 32, 3) and data.train[:, 0, 0, 0].tolist() == [20, 21, 22]
+    assert np.bincount(data.test_classes).tolist() == [2] * 10 and data.test_labels.sum() == 18
+    for k in ("train", "test", "test_labels", "test_classes"):
+        assert np.array_equal(getattr(data, k), getattr(everything, k)), k
+    with pytest.raises(DataError, match="9.png"):
+        load_cifar10(tmp_path, "train")  # decoding everything does read it
+    x, y = load_cifar10(tmp_path, "test", lambda labels: np.flatnonzero(labels == 9)[::-1])
+    assert y.tolist() == [9] * 4 and x[:, 0, 0, 0].tolist() == [93, 92, 91, 90]
 
 
 def test_cifar10_python_batches(tmp_path):

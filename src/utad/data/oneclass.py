@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,10 +69,14 @@ def load_mnist_like(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np
     return images, labels
 
 
-def load_cifar10(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_cifar10(
+    root: str | os.PathLike, split: str, select: Callable[[np.ndarray], np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 from the official python batches (``data_batch_1..5``, ``test_batch``) or class folders.
 
-    Class folders: ``<root>/<split>/<class>/*.jpg`` with the ten official class names.
+    Class folders: ``<root>/<split>/<class>/*.jpg`` with the ten official class names. ``select(labels) ->
+    indices`` keeps only those images (in the order given); from class folders only they are decoded, so one
+    class of the JPEG copy reads in a fraction of a second instead of decoding all 10 000 files.
     """
     root = Path(root)
     if not root.is_dir():
@@ -88,20 +93,36 @@ def load_cifar10(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.nd
                 raise DataError(f"{batch_dir / n}: cannot read CIFAR-10 batch ({exc})") from None
             xs.append(np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(np.asarray(d[b"labels"], np.int64))
-        return np.concatenate(xs), np.concatenate(ys)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        keep = select(y) if select is not None else slice(None)
+        return x[keep], y[keep]
     split_dir = root / split
     if not split_dir.is_dir():
         raise DataError(f"{root}: neither CIFAR-10 python batches nor a {split}/<class>/ folder layout")
-    xs, ys = [], []
+    files, ys = [], []
     for label, cls in enumerate(CIFAR10_CLASSES):
         cdir = split_dir / cls
         if not cdir.is_dir():
             raise DataError(f"{cdir}: class folder not found")
         for p in sorted(cdir.iterdir()):
             if p.suffix.lower() in IMAGE_SUFFIXES:
-                xs.append(np.asarray(open_image(p).convert("RGB"), np.uint8))
+                files.append(p)
                 ys.append(label)
-    return np.stack(xs), np.asarray(ys, np.int64)
+    y = np.asarray(ys, np.int64)
+    keep = select(y) if select is not None else np.arange(len(y))
+    x = [np.asarray(open_image(files[i]).convert("RGB"), np.uint8) for i in keep]
+    return (np.stack(x) if x else np.zeros((0, 32, 32, 3), np.uint8)), y[keep]
+
+
+def _test_subset(labels: np.ndarray, limit: int | None) -> np.ndarray:
+    """Indices of a stratified, deterministic subset of about ``limit`` test images (all of them for None)."""
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(0)
+    per_class = max(1, limit // 10)
+    keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(10)])
+    keep.sort()
+    return keep
 
 
 @dataclass
@@ -136,16 +157,12 @@ def load_one_class(
     elif dataset == "cifar10":
         if root is None:
             raise DataError("cifar10: give the folder holding the batches or class folders (--data PATH)")
-        xtr, ytr = load_cifar10(root, "train")
-        xte, yte = load_cifar10(root, "test")
+        xtr, ytr = load_cifar10(root, "train", lambda y: np.flatnonzero(y == normal_class))
+        xte, yte = load_cifar10(root, "test", lambda y: _test_subset(y, limit_test))
     else:
         raise DataError(f"unknown one-class dataset {dataset!r} (mnist, fashion-mnist, cifar10)")
-    if limit_test is not None and limit_test < len(yte):
-        rng = np.random.default_rng(0)
-        per_class = max(1, limit_test // 10)
-        keep = np.concatenate([rng.permutation(np.flatnonzero(yte == c))[:per_class] for c in range(10)])
-        keep.sort()
-        xte, yte = xte[keep], yte[keep]
+    keep = _test_subset(yte, limit_test)  # a no-op where the loader has selected already
+    xte, yte = xte[keep], yte[keep]
     return OneClassData(
         name=dataset,
         normal_class=normal_class,
