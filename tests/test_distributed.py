@@ -7,19 +7,14 @@ such a run resumes with two processes again.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
 
 import torch
 
-import utad.train as train_module
-from conftest import FAST, TRAIN_TINY
+from conftest import FAST
 from utad.checkpoint import load_checkpoint, save_checkpoint
-from utad.cli import main
-from utad.config import TrainConfig
-from utad.train import needs_fabric
 
 DDP = ["--set", "train.accelerator=cpu", "--set", "train.devices=2", "--set", "train.threads=1"]
 
@@ -80,43 +75,3 @@ def test_two_processes_split_the_data_agree_on_weights_write_once_and_resume(tmp
     assert changed  # the resumed epoch trained Expert-Net from the saved weights
     assert (run / "log.txt").read_text().count("weights identical on all 2 processes") == 3
     json.loads((run / "history.json").read_text())  # rewritten whole
-
-
-def _train_cfg(**changes) -> TrainConfig:
-    return dataclasses.replace(TrainConfig(), **{"accelerator": "cpu", **changes})
-
-
-def test_fabric_is_used_only_where_it_has_work_to_do(monkeypatch):
-    for k in ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
-        monkeypatch.delenv(k, raising=False)
-    assert not needs_fabric(_train_cfg())  # one process on the CPU: SingleProcess
-    assert not needs_fabric(_train_cfg(devices="1", precision="32"))
-    for changes in (
-        {"devices": 2},
-        {"devices": "auto"},
-        {"num_nodes": 2},
-        {"strategy": "ddp"},
-        {"precision": "bf16-mixed"},
-        {"accelerator": "cuda"},
-    ):
-        assert needs_fabric(_train_cfg(**changes)), changes
-    monkeypatch.setenv("WORLD_SIZE", "4")  # started by torchrun: Fabric joins the other processes
-    assert needs_fabric(_train_cfg())
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    assert not needs_fabric(_train_cfg())
-
-
-def test_one_process_without_fabric_ends_with_fabrics_weights(trained_run, tmp_path, monkeypatch):
-    """``trained_run`` trained without Fabric (SingleProcess); the same command through Fabric's single-device
-    strategy must give the same weights, bit for bit, and the same calibration."""
-    monkeypatch.setattr(train_module, "needs_fabric", lambda t: True)
-    used, real = [], train_module._fabric
-    monkeypatch.setattr(train_module, "_fabric", lambda cfg: used.append(real(cfg)) or used[-1])
-    out = tmp_path / "fabric"
-    assert main([*TRAIN_TINY, "--out", str(out)]) == 0
-    assert [type(f).__name__ for f in used] == ["Fabric"]
-    a, b = load_checkpoint(trained_run), load_checkpoint(out)
-    for net in ("ienet", "expert"):
-        for k, v in a[net].items():
-            assert torch.equal(b[net][k], v), (net, k)
-    assert a["norm"] == b["norm"]

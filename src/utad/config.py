@@ -107,7 +107,7 @@ class TrainConfig:
     expert_lr: float = 1e-3  # paper: Adam 1e-3
     expert_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # MUNIT's Adam betas
     augment_flip: bool = False  # random horizontal flips of training images (off: parts have orientation)
-    accelerator: str = "auto"  # Lightning Fabric accelerator: cpu | cuda | auto (one CPU process: no Fabric)
+    accelerator: str = "auto"  # Lightning Fabric accelerator: cpu | cuda | auto
     devices: int | str = 1  # devices (processes) per node for Fabric; batch_size is per device
     num_nodes: int = 1  # machines; with torchrun / a cluster launcher Fabric reads the rank from the env
     strategy: str = "auto"  # Fabric strategy: auto (ddp when devices * num_nodes > 1), ddp, ...

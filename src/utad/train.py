@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,65 +41,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class SingleProcess:
-    """The part of Fabric that training uses, for one process on the CPU at 32-bit precision.
-
-    There Fabric adds nothing to the arithmetic (no device moves, no precision plugin, no launcher): ``setup``
-    and ``setup_dataloaders`` return what they are given and ``backward`` is ``loss.backward()``. Importing
-    Fabric costs about 3 s of CPU per process (it imports torch._dynamo), which every ``utad train`` on a
-    laptop would pay for nothing. ``tests/test_distributed.py`` checks that a run trained
-    this way and the same run trained through Fabric end with identical weights.
-    """
-
-    world_size, global_rank, is_global_zero = 1, 0, True
-    device = torch.device("cpu")
-
-    def setup(self, model, opt):
-        return model, opt
-
-    def setup_dataloaders(self, loader, use_distributed_sampler: bool = True):
-        return loader
-
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
-    def broadcast(self, obj, src: int = 0):
-        return obj
-
-
-_LAUNCHER_ENV = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
-
-
-def needs_fabric(t) -> bool:
-    """False when ``train`` (a TrainConfig) asks for exactly one process on the CPU at 32-bit precision with
-    the automatic strategy, outside a launcher (torchrun, SLURM, MPI): then ``SingleProcess`` trains.
-    Anything else (a GPU, several devices or nodes, another precision or strategy) goes through Fabric."""
-    accelerator = t.accelerator
-    if accelerator == "auto":
-        mps = getattr(torch.backends, "mps", None)
-        gpu = torch.cuda.is_available() or (mps is not None and mps.is_available())
-        accelerator = "gpu" if gpu else "cpu"
-    launched = any(os.environ.get(k, "1") not in ("", "1") for k in _LAUNCHER_ENV)
-    return not (
-        accelerator == "cpu"
-        and str(t.devices) == "1"
-        and t.num_nodes == 1
-        and t.strategy == "auto"
-        and t.precision in ("32-true", "32")
-        and not launched
-    )
-
-
 def _fabric(cfg: UtadConfig):
-    """Fabric for ``train.accelerator/devices/num_nodes/strategy/precision``, launched (``SingleProcess``
-    where Fabric has nothing to do: see ``needs_fabric``).
+    """Fabric for ``train.accelerator/devices/num_nodes/strategy/precision``, launched.
 
     With several devices on one machine Fabric's launcher starts the other processes by running the same
     command again (each with its rank in the environment); under torchrun or SLURM the processes exist already
     and Fabric only joins them. Either way every process runs ``_train``: rank 0 alone touches the run folder.
     """
-    if not needs_fabric(cfg.train):
-        return SingleProcess()
     from lightning_fabric import Fabric
 
     t = cfg.train
@@ -169,10 +115,10 @@ def check_replicas(fabric, model: torch.nn.Module, desc: str) -> None:
 
 
 def is_rank_zero() -> bool:
-    """False in the extra processes of a distributed run (they print and write nothing). A process that never
-    imported Lightning trained alone (``SingleProcess``)."""
-    rank_zero = sys.modules.get("lightning_fabric.utilities.rank_zero")
-    return rank_zero is None or getattr(rank_zero.rank_zero_only, "rank", 0) == 0
+    """False in the extra processes of a distributed run (they print and write nothing)."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def _loader(
@@ -583,9 +529,10 @@ def _fit_stage(
     with a check that every process holds the same weights.
     """
     model, opt = fabric.setup(model, opt)
-    if hasattr(model, "mark_forward_method"):  # Fabric's wrapper (SingleProcess returns the bare module)
-        for name in forward_methods:  # methods the loss calls besides forward (IE-Net's critic T, E_S)
-            model.mark_forward_method(name)
+    for (
+        name
+    ) in forward_methods:  # methods the loss calls besides forward (IE-Net's critic T, Expert-Net's E_S)
+        model.mark_forward_method(name)
     offset = history[-1]["seconds"] if history else 0.0
     start, val_seconds = time.perf_counter(), 0.0
     bar = _epoch_bar(epochs, epoch, desc, progress and fabric.is_global_zero)
