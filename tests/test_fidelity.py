@@ -74,18 +74,27 @@ def test_meter_matches_a_hand_computation():
     assert no_expert.result()["gain"] is None and no_expert.result()["phi_x_xhat"] is None
 
 
-def test_fidelity_of_a_trained_run_is_reported(trained_run, tmp_path):
-    metrics = runs.test_run(trained_run, out=tmp_path, progress=False)
+def test_fidelity_of_a_trained_run_is_reported_and_a_failed_second_stage_warns(
+    trained_run, tmp_path, monkeypatch
+):
+    """One evaluation of the trained run: the fidelity numbers, the learning curve's gain per epoch, and the
+    warning's wiring into metrics.json and report.html (with every gain counted as low)."""
+    monkeypatch.setattr(fidelity, "LOW_GAIN", 1e9)  # only decides whether the warning is written
+    metrics = runs.test_run(trained_run, out=tmp_path, progress=False, report=True)
     f = metrics["fidelity"]
     assert f["n_images"] == metrics["n_test"] - metrics["n_anomalous"] > 0
     for key in ("phi_x_xhat", "phi_x_m", "gain"):
         assert math.isfinite(f[key]) and f[key] > 0, key
     assert -1 <= f["ssim_x_xhat"] <= 1 and -1 <= f["ssim_x_m"] <= 1
-    assert json.loads((tmp_path / "metrics.json").read_text())["fidelity"] == f
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["fidelity"] == f
     history = json.loads((trained_run / "history.json").read_text())
     assert all(r["val_gain"] > 0 for r in history["expert"])  # learning curve: gain per epoch
     assert all(r["val_phi_x_m"] > 0 for r in history["ienet"])
     assert (tmp_path / "fidelity.png").stat().st_size > 1000
+    assert f"fidelity gain {f['gain']:.2f} on {f['n_images']} normal test images" in metrics["warning"]
+    assert written["warning"] == metrics["warning"]
+    assert "Expert-Net&#x27;s x^ is further from x" in (tmp_path / "report.html").read_text()
 
 
 def test_low_gain_warns_with_the_number_and_what_to_try():
@@ -93,18 +102,6 @@ def test_low_gain_warns_with_the_number_and_what_to_try():
     assert "fidelity gain 0.34 on the validation images" in text and "expert.residual=true" in text
     assert low_fidelity_warning(0.93, "x") is None  # pill's cpu-fast expert: weak, not broken
     assert low_fidelity_warning(None, "x") is None and low_fidelity_warning(float("nan"), "x") is None
-
-
-def test_a_failed_second_stage_is_a_warning_in_metrics_and_the_report(trained_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(fidelity, "LOW_GAIN", 1e9)  # every gain counts as low: checks the wiring
-    metrics = runs.test_run(trained_run, out=tmp_path, progress=False, report=True)
-    gain = metrics["fidelity"]["gain"]
-    assert (
-        f"fidelity gain {gain:.2f} on {metrics['fidelity']['n_images']} normal test images"
-        in metrics["warning"]
-    )
-    assert json.loads((tmp_path / "metrics.json").read_text())["warning"] == metrics["warning"]
-    assert "Expert-Net&#x27;s x^ is further from x" in (tmp_path / "report.html").read_text()
 
 
 def test_residual_expert_starts_at_the_impression():
