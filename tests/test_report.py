@@ -2,7 +2,15 @@ import numpy as np
 from PIL import Image
 
 from utad.detector import Prediction
-from utad.report import PANEL_GAP, heatmap, overlay, panel_mosaic, save_learning_curve, save_panel
+from utad.report import (
+    PANEL_GAP,
+    _short_name,
+    heatmap,
+    overlay,
+    panel_mosaic,
+    save_learning_curve,
+    save_panel,
+)
 
 
 def fake_prediction(i: int) -> Prediction:
@@ -58,3 +66,15 @@ def test_panel_mosaic_puts_each_picture_in_its_tile():
     assert np.abs(tile(0, 1) - np.round(preds[0].impression * 255)).max() <= 1
     assert (tile(1, 1) == round(0.85 * 255)).all()  # no m for this image
     assert (mosaic[24 : 24 + PANEL_GAP] == 255).all() and (mosaic[:, 24 : 24 + PANEL_GAP] == 255).all()
+
+
+def test_long_row_labels_fit_inside_the_panel(tmp_path):
+    """One-class images are named like ``fashion-mnist-test:1724``: the row label gets the room it needs (the
+    picture's leftmost pixel columns stay white, nothing is cut off) and no stray "/" from an empty folder."""
+    preds = [fake_prediction(i) for i in range(2)]
+    for p in preds:
+        p.path = "fashion-mnist-test:1724"
+    img = np.asarray(Image.open(save_panel(preds, tmp_path / "report.png")).convert("L"))
+    assert (img[:, :3] == 255).all()
+    assert _short_name("fashion-mnist-test:1724") == "fashion-mnist-test:1724"
+    assert _short_name("/data/bottle/test/broken_large/003.png") == "broken_large/003"

@@ -93,6 +93,12 @@ def panel_mosaic(preds: list[Prediction], gts: list[np.ndarray | None] | None = 
     return np.round(np.clip(body, 0, 1) * 255).astype(np.uint8)
 
 
+def _short_name(path: str) -> str:
+    """``defect type/image stem`` for a file (``crack/003``); a name without a folder (``mnist-test:12``) as is."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.stem}" if p.parent.name else p.name
+
+
 def save_panel(
     preds: list[Prediction],
     path: str | os.PathLike,
@@ -105,7 +111,10 @@ def save_panel(
     mosaic = panel_mosaic(preds, gts)
     h, w = preds[0].image.shape[:2]
     n_cols = len(cols)
-    left, top, bottom = 1.0, 0.3 + (0.25 if title else 0.0), 0.05  # inches around the image
+    labels = [f"{_short_name(p.path)}\nscore {p.score:.2f}" for p in preds]
+    longest = max(len(line) for label in labels for line in label.splitlines())
+    left = max(1.0, 0.06 * longest + 0.15)  # room for the row labels: about 0.06 in per character at 7 pt
+    top, bottom = 0.3 + (0.25 if title else 0.0), 0.05  # inches around the image
     width = 2.0 * n_cols
     height = width * mosaic.shape[0] / mosaic.shape[1]
     fig = plt.figure(figsize=(left + width + 0.1, top + height + bottom))
@@ -115,8 +124,7 @@ def save_panel(
     ax.set_axis_off()
     for c, name in enumerate(cols):
         ax.text(c * (w + PANEL_GAP) + w / 2, -3, name, ha="center", va="bottom", fontsize=8)
-    for r, p in enumerate(preds):
-        label = f"{Path(p.path).parent.name}/{Path(p.path).stem}\nscore {p.score:.2f}"
+    for r, label in enumerate(labels):
         ax.text(-4, r * (h + PANEL_GAP) + h / 2, label, ha="right", va="center", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9, y=1 - 0.05 / fh, va="top")
