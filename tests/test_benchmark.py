@@ -88,6 +88,8 @@ def test_tiny_grid_writes_every_cell_and_the_tables(finished, capsys):
         assert c["backbone"] == ("none" if c["variant"] == "utad-pixel" else c["backbone"])
     demo = results["cells"][0]
     assert demo["pixel_auroc"] is not None and demo["epochs"] == {"ienet": 1, "expert": 1}
+    metrics = json.loads((out / "demo" / "utad" / "run" / "metrics.json").read_text())
+    assert demo["code_knn_auroc"] == metrics["code_analysis"]["code_knn_auroc"]
     assert demo["backbone"] in ("efficientnet-lite0", "vgg19")
     assert results["cells"][2]["pixel_auroc"] is None  # MNIST: image level only
     assert results["cells"][1]["test_set"] == ["pm.distance=pixel", "pm.terms=[x_xhat]"]
@@ -103,9 +105,14 @@ def test_a_finished_grid_runs_nothing_again(finished, monkeypatch, capsys):
         raise AssertionError("a finished cell ran again")
 
     monkeypatch.setattr(benchmark, "_run", no_run)
+    cell_json = out / "mnist-1" / "utad" / "cell.json"
+    record = json.loads(cell_json.read_text())
+    expected = record.pop("code_knn_auroc")
+    cell_json.write_text(json.dumps(record))  # a cell finished before cells recorded the code kNN AUROC
     results = benchmark.run_grid(grid, out)
     assert len(results["cells"]) == 4
     assert "4 finished, 0 to run" in capsys.readouterr().out
+    assert expected is not None and results["cells"][2]["code_knn_auroc"] == expected  # from its metrics.json
 
 
 def test_only_an_exact_id_selects_that_cell_alone(finished, monkeypatch):
@@ -314,6 +321,32 @@ def test_an_ablated_variant_is_compared_only_with_the_paper_row_given_for_it():
     md = render({**RESULTS, "table": "oneclass", "cells": cells})
     row = "| **fashion-mnist mean of 1** | 0.750 (paper 0.899 (-0.149)) | 0.750 | 0.750 (paper 0.743 (+0.007)) |"
     assert row in md  # not the full model's 0.899 beside an ablation
+
+
+def test_oneclass_table_adds_the_code_knn_column_for_the_full_model_only():
+    base = {**RESULTS["cells"][0], "paper": {}, "spec": {"overrides": ["seed=0"]}}
+    cells = [
+        {**base, "dataset": f"mnist-{k}", "variant": "utad", "image_auroc": a, "code_knn_auroc": c}
+        for k, a, c in ((0, 0.70, 0.90), (1, 0.80, 0.96))
+    ]
+    ablated = {"overrides": ["seed=0", "expert.enabled=false"]}
+    cells.append(
+        {
+            **base,
+            "dataset": "mnist-0",
+            "variant": "no-en",
+            "spec": ablated,
+            "image_auroc": 0.6,
+            "code_knn_auroc": 0.5,
+        }
+    )
+    md = render({**RESULTS, "table": "oneclass", "cells": cells})
+    assert "| normal class | utad | no-en | utad: IE-Net code kNN |" in md
+    assert "| mnist-0 | 0.700 | 0.600 | 0.900 |" in md and "| mnist-1 | 0.800 | - | 0.960 |" in md
+    assert "| **mnist mean of 2** | 0.750 (paper 0.994 (-0.244)) | - | 0.930 (paper 0.994 (-0.064)) |" in md
+    assert "*IE-Net code kNN*" in md
+    without = render({**RESULTS, "table": "oneclass", "cells": [{**cells[0], "code_knn_auroc": None}]})
+    assert "code kNN |" not in without  # no column where no cell has the number
 
 
 def test_every_shipped_grid_resolves():

@@ -271,6 +271,7 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
             "backbone": m["backbone"]["name"],
             "backbone_pretrained": m["backbone"]["pretrained"],
             "fidelity_gain": (m.get("fidelity") or {}).get("gain"),
+            "code_knn_auroc": (m.get("code_analysis") or {}).get("code_knn_auroc"),
             "n_test": m.get("n_test"),
             "paper": cell.paper,
             "run": str(run.relative_to(out)),  # inside --out
@@ -279,6 +280,18 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
     )
     write_json(cdir / "cell.json", record)
     return record
+
+
+def _code_knn(out: Path, cell: Cell, rec: dict[str, Any]) -> float | None:
+    """``code_knn_auroc`` from the metrics.json a finished cell's test wrote (its own folder for a cell that
+    reuses another's networks, else its run)."""
+    for metrics in (
+        out / cell.dataset / cell.variant / "metrics.json",
+        out / rec.get("run", "-") / "metrics.json",
+    ):
+        if metrics.is_file():
+            return (json.loads(metrics.read_text()).get("code_analysis") or {}).get("code_knn_auroc")
+    return None
 
 
 def run_grid(
@@ -321,6 +334,8 @@ def run_grid(
                 )
             if rec.get("status") == "done":
                 rec["paper"] = c.paper  # the published numbers may be added after the run
+                if "code_knn_auroc" not in rec:  # finished before cells recorded it: from its metrics.json
+                    rec["code_knn_auroc"] = _code_knn(out, c, rec)
                 records[c.id] = rec
                 continue
         if selected:
