@@ -79,22 +79,3 @@ def repeat_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("again") / "run"
     assert main([*TRAIN_TINY, "--out", str(out)]) == 0
     return out
-
-
-# The longest tests first (each 10 to 40 s on 2 cores, measured with --durations): pytest-xdist hands tests out
-# in collection order, so one of them collected last would keep one worker busy while the other sits idle.
-LONG_FIRST = (
-    "test_distributed.py::",
-    "test_benchmark.py::test_tiny_grid",
-    "test_safety.py::test_sigkill",
-    "test_predict_memory.py::",
-    "test_benchmark.py::",
-    "test_methods.py::test_every_method",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        return next((i for i, key in enumerate(LONG_FIRST) if key in item.nodeid), len(LONG_FIRST))
-
-    items.sort(key=rank)  # stable: the rest keeps the files' order
