@@ -19,7 +19,7 @@ demo: install
 	$(BIN)/utad demo --out $(DEMO_OUT) --overwrite
 
 # One pytest-xdist worker per core, up to 4, tests handed out one by one (loadgroup would keep a module's fixture
-# on one worker, but xdist 3.8 cannot group under pytest 9.2): 201 s instead of 309 s on 2 cores.
+# on one worker, but xdist 3.8 cannot group under pytest 9.2): 180 s on 2 idle cores (3 workers: 209 s).
 test: install
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist load
 
