@@ -271,7 +271,7 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
             "backbone": m["backbone"]["name"],
             "backbone_pretrained": m["backbone"]["pretrained"],
             "fidelity_gain": (m.get("fidelity") or {}).get("gain"),
-            "code_knn_auroc": (m.get("code_analysis") or {}).get("code_knn_auroc"),
+            "code_knn_auroc": _code_knn_auroc(m),
             "n_test": m.get("n_test"),
             "paper": cell.paper,
             "run": str(run.relative_to(out)),  # inside --out
@@ -282,6 +282,11 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
     return record
 
 
+def _code_knn_auroc(metrics: dict[str, Any]) -> float | None:
+    """The IE-Net code kNN AUROC of a test's metrics (None for methods without IE-Net)."""
+    return (metrics.get("code_analysis") or {}).get("code_knn_auroc")
+
+
 def _code_knn(out: Path, cell: Cell, rec: dict[str, Any]) -> float | None:
     """``code_knn_auroc`` from the metrics.json a finished cell's test wrote (its own folder for a cell that
     reuses another's networks, else its run)."""
@@ -290,7 +295,7 @@ def _code_knn(out: Path, cell: Cell, rec: dict[str, Any]) -> float | None:
         out / rec.get("run", "-") / "metrics.json",
     ):
         if metrics.is_file():
-            return (json.loads(metrics.read_text()).get("code_analysis") or {}).get("code_knn_auroc")
+            return _code_knn_auroc(json.loads(metrics.read_text()))
     return None
 
 

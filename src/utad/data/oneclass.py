@@ -154,19 +154,20 @@ def load_one_class(
             root = FASHION_MNIST_DIR
         xtr, ytr = load_mnist_like(root, "train")
         xte, yte = load_mnist_like(root, "test")
-    elif dataset == "cifar10":
+        xtr = xtr[ytr == normal_class]
+        keep = _test_subset(yte, limit_test)
+        xte, yte = xte[keep], yte[keep]
+    elif dataset == "cifar10":  # the loader selects before decoding (the JPEG copy: only what is kept)
         if root is None:
             raise DataError("cifar10: give the folder holding the batches or class folders (--data PATH)")
-        xtr, ytr = load_cifar10(root, "train", lambda y: np.flatnonzero(y == normal_class))
+        xtr, _ = load_cifar10(root, "train", lambda y: np.flatnonzero(y == normal_class))
         xte, yte = load_cifar10(root, "test", lambda y: _test_subset(y, limit_test))
     else:
         raise DataError(f"unknown one-class dataset {dataset!r} (mnist, fashion-mnist, cifar10)")
-    keep = _test_subset(yte, limit_test)  # a no-op where the loader has selected already
-    xte, yte = xte[keep], yte[keep]
     return OneClassData(
         name=dataset,
         normal_class=normal_class,
-        train=xtr[ytr == normal_class],
+        train=xtr,
         test=xte,
         test_labels=(yte != normal_class).astype(np.int64),
         test_classes=yte,
