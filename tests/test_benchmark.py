@@ -90,6 +90,7 @@ def test_tiny_grid_writes_every_cell_and_the_tables(finished, capsys):
     assert demo["pixel_auroc"] is not None and demo["epochs"] == {"ienet": 1, "expert": 1}
     metrics = json.loads((out / "demo" / "utad" / "run" / "metrics.json").read_text())
     assert demo["code_knn_auroc"] == metrics["code_analysis"]["code_knn_auroc"]
+    assert demo["image_score"] == "maximum of the smoothed map"  # the demo cell's config: detect.score=max
     assert demo["backbone"] in ("efficientnet-lite0", "vgg19")
     assert results["cells"][2]["pixel_auroc"] is None  # MNIST: image level only
     assert results["cells"][1]["test_set"] == ["pm.distance=pixel", "pm.terms=[x_xhat]"]
@@ -108,11 +109,13 @@ def test_a_finished_grid_runs_nothing_again(finished, monkeypatch, capsys):
     cell_json = out / "mnist-1" / "utad" / "cell.json"
     record = json.loads(cell_json.read_text())
     expected = record.pop("code_knn_auroc")
-    cell_json.write_text(json.dumps(record))  # a cell finished before cells recorded the code kNN AUROC
+    record.pop("image_score")
+    cell_json.write_text(json.dumps(record))  # a cell finished before cells recorded these two
     results = benchmark.run_grid(grid, out)
     assert len(results["cells"]) == 4
     assert "4 finished, 0 to run" in capsys.readouterr().out
     assert expected is not None and results["cells"][2]["code_knn_auroc"] == expected  # from its metrics.json
+    assert results["cells"][2]["image_score"] == "maximum of the smoothed map"
 
 
 def test_only_an_exact_id_selects_that_cell_alone(finished, monkeypatch):
@@ -347,6 +350,21 @@ def test_oneclass_table_adds_the_code_knn_column_for_the_full_model_only():
     assert "*IE-Net code kNN*" in md
     without = render({**RESULTS, "table": "oneclass", "cells": [{**cells[0], "code_knn_auroc": None}]})
     assert "code kNN |" not in without  # no column where no cell has the number
+
+
+def test_oneclass_note_names_the_image_score_the_cells_used():
+    cell = {**RESULTS["cells"][0], "dataset": "mnist-0", "variant": "utad", "paper": {}}
+    top = "mean of the top 1 % of the smoothed map"
+    assert benchmark.image_score_rule({"detect": {"score": "topk", "top_k": 0.01}}) == top
+    assert benchmark.image_score_rule({"detect": {"score": "mean"}}) == "mean of the smoothed map"
+    md = render({**RESULTS, "table": "oneclass", "cells": [{**cell, "image_score": top}]})
+    assert f"scored by the {top} e." in md and "maximum" not in md
+    mixed = [
+        {**cell, "image_score": top},
+        {**cell, "variant": "max", "image_score": "maximum of the smoothed map"},
+    ]
+    md = render({**RESULTS, "table": "oneclass", "cells": mixed})
+    assert f"scored by utad: the {top}; max: the maximum of the smoothed map." in md
 
 
 def test_every_shipped_grid_resolves():

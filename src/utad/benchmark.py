@@ -272,6 +272,7 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
             "backbone_pretrained": m["backbone"]["pretrained"],
             "fidelity_gain": (m.get("fidelity") or {}).get("gain"),
             "code_knn_auroc": _code_knn_auroc(m),
+            "image_score": image_score_rule(cfg),
             "n_test": m.get("n_test"),
             "paper": cell.paper,
             "run": str(run.relative_to(out)),  # inside --out
@@ -287,16 +288,29 @@ def _code_knn_auroc(metrics: dict[str, Any]) -> float | None:
     return (metrics.get("code_analysis") or {}).get("code_knn_auroc")
 
 
-def _code_knn(out: Path, cell: Cell, rec: dict[str, Any]) -> float | None:
-    """``code_knn_auroc`` from the metrics.json a finished cell's test wrote (its own folder for a cell that
-    reuses another's networks, else its run)."""
+def image_score_rule(config: dict[str, Any]) -> str:
+    """How a run's config turns the anomaly map into the image score, in words for the tables."""
+    detect = config.get("detect") or {}
+    rule = detect.get("score", "max")
+    if rule == "topk":
+        return f"mean of the top {100 * detect.get('top_k', 0.01):g} % of the smoothed map"
+    return {"mean": "mean of the smoothed map"}.get(rule, "maximum of the smoothed map")
+
+
+def _backfill(out: Path, cell: Cell, rec: dict[str, Any]) -> None:
+    """Add what cells record since they were introduced (``code_knn_auroc``, ``image_score``) to a cell that
+    finished before, from the metrics.json its test wrote (its own folder for a cell that reuses another's
+    networks, else its run)."""
+    missing = [k for k in ("code_knn_auroc", "image_score") if k not in rec]
     for metrics in (
         out / cell.dataset / cell.variant / "metrics.json",
         out / rec.get("run", "-") / "metrics.json",
     ):
-        if metrics.is_file():
-            return _code_knn_auroc(json.loads(metrics.read_text()))
-    return None
+        if missing and metrics.is_file():
+            m = json.loads(metrics.read_text())
+            rec.setdefault("code_knn_auroc", _code_knn_auroc(m))
+            rec.setdefault("image_score", image_score_rule(m.get("config") or {}))
+            return
 
 
 def run_grid(
@@ -339,8 +353,7 @@ def run_grid(
                 )
             if rec.get("status") == "done":
                 rec["paper"] = c.paper  # the published numbers may be added after the run
-                if "code_knn_auroc" not in rec:  # finished before cells recorded it: from its metrics.json
-                    rec["code_knn_auroc"] = _code_knn(out, c, rec)
+                _backfill(out, c, rec)
                 records[c.id] = rec
                 continue
         if selected:

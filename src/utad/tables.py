@@ -226,6 +226,15 @@ def oneclass_table(results: dict[str, Any]) -> str:
     return _table(["normal class", *header], rows)
 
 
+def _score_rules(results: dict[str, Any]) -> str:
+    """The image-score rule of the table's cells (``image_score``), one phrase, or one per variant where they
+    differ."""
+    rules = {c["variant"]: c.get("image_score") or "an unrecorded rule" for c in results["cells"]}
+    if len(set(rules.values())) <= 1:
+        return "the " + next(iter(rules.values()), "maximum of the smoothed map") + " e"
+    return "; ".join(f"{v}: the {r}" for v, r in rules.items())
+
+
 def render(results: dict[str, Any]) -> str:
     """The results as Markdown: title, grid, the table in the grid's layout, the budget."""
     kind = results.get("table", "compare")
@@ -240,8 +249,8 @@ def render(results: dict[str, Any]) -> str:
     )
     if kind == "oneclass":
         note = (
-            "Image AUROC per normal class (the other nine classes anomalous), scored by the smoothed maximum of the "
-            "anomaly map e. *IE-Net code kNN*: the same trained runs, each test image scored by the distance of its "
+            f"Image AUROC per normal class (the other nine classes anomalous), scored by {_score_rules(results)}. "
+            "*IE-Net code kNN*: the same trained runs, each test image scored by the distance of its "
             "IE-Net code to the nearest training image's code (the paper's Fig. 8 analysis of the learned features; "
             "not the paper's anomaly score, shown to separate what IE-Net learned from what the map-based score "
             "makes of it). Differences in brackets are ours minus the paper's."
