@@ -99,7 +99,7 @@ def test_fidelity_of_a_trained_run_is_reported_and_a_failed_second_stage_warns(
 
 def test_low_gain_warns_with_the_number_and_what_to_try():
     text = low_fidelity_warning(0.34, "the validation images")
-    assert "fidelity gain 0.34 on the validation images" in text and "expert.residual=true" in text
+    assert "fidelity gain 0.34 on the validation images" in text and "expert.lambda_s_prior=0.1" in text
     assert low_fidelity_warning(0.93, "x") is None  # pill's cpu-fast expert: weak, not broken
     assert low_fidelity_warning(None, "x") is None and low_fidelity_warning(float("nan"), "x") is None
 

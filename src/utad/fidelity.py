@@ -33,8 +33,9 @@ def low_fidelity_warning(gain: float | None, where: str) -> str | None:
         return None
     return (
         f"Expert-Net's x^ is further from x than the impression m is (fidelity gain {gain:.2f} on {where}): the "
-        "second stage did not train well; look at x^ in report.png, and try expert.residual=true or a lower "
-        "train.expert_lr (README, 'One-class runs')"
+        "second stage did not train well; look at x^ in report.png and at the detail term s per epoch in "
+        "history.json, and try expert.lambda_s_prior=0.1 (bounds the detail code when that term blows up), "
+        "expert.residual=true or a lower train.expert_lr (README, 'One-class runs')"
     )
 
 
