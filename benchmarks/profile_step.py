@@ -1,6 +1,8 @@
 """Time one training step of IE-Net and of Expert-Net per image, for several sizes and settings; writes JSON.
 
 python benchmarks/profile_step.py --json benchmarks/results/profile_step.json
+python benchmarks/profile_step.py --json F --case paper-oneclass:64:64 --case oneclass-fast:64:16:cl
+(``--case PRESET:SIZE:BATCH[:cl]``, ``cl`` for channels-last; without it, the MVTec cases below)
 """
 
 from __future__ import annotations
@@ -62,15 +64,20 @@ def profile(preset: str, size: int, channels_last: bool, batch: int, overrides: 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", required=True)
+    ap.add_argument("--case", action="append", default=[], help="PRESET:SIZE:BATCH[:cl], repeatable")
     args = ap.parse_args()
-    rows = []
-    for preset, size, cl, batch in [
+    cases = [
         ("paper-mvtec", 256, False, 4),
         ("cpu-fast", 64, False, 8),
         ("cpu-fast", 128, False, 8),
         ("cpu-fast", 128, True, 8),
         ("cpu-fast", 256, False, 8),
-    ]:
+    ]
+    if args.case:
+        parts = [c.split(":") for c in args.case]
+        cases = [(p[0], int(p[1]), p[3:] == ["cl"], int(p[2])) for p in parts]
+    rows = []
+    for preset, size, cl, batch in cases:
         row = profile(preset, size, cl, batch, [])
         print(row)
         rows.append(row)
