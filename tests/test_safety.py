@@ -354,3 +354,65 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, repeat_ru
         for k, v in b[net].items():
             assert torch.equal(a[net][k], v), (net, k)
     assert a["norm"] == b["norm"]
+
+
+def _flock_free(folder: Path) -> bool:
+    """Whether another open file description could lock ``folder`` now (what a second process would find)."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock: runs are not locked on Windows")
+def test_a_run_being_trained_elsewhere_is_refused_and_the_lock_ends_with_training(tmp_path):
+    import fcntl
+
+    from detector_runs import hand_made_run
+    from utad.io import lock_run, unlock_run
+    from utad.train import train
+
+    run = tmp_path / "run"
+    hand_made_run(run, stage="expert", epoch=0, expert=None)  # stage 2 left to train: resume would work on it
+    lock_run(run)
+    assert not _flock_free(run)
+    unlock_run(run)
+    assert _flock_free(run)
+
+    other = os.open(run, os.O_RDONLY)  # "another process" training this run
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    before = load_checkpoint(run)
+    with pytest.raises(UtadError, match=r"run: another process is training this run now; .* --resume"):
+        train(None, run, resume=True, progress=False)
+    os.close(other)
+    assert _flock_free(run)  # the refused training left no lock behind
+    assert load_checkpoint(run)["epoch"] == before["epoch"] and (run / "checkpoint.pt").is_file()
+    assert not any(p.name.startswith(".") for p in run.iterdir())  # the lock adds no file
+
+
+def test_a_terminated_benchmark_takes_its_cell_process_with_it(tmp_path):
+    from utad import benchmark
+
+    out = tmp_path / "cell-run"
+    argv = ["train", "--source", "demo", "--epochs", "50", "--out", str(out), "--quiet", *FAST]
+    timer = __import__("threading").Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        benchmark._run(argv, tmp_path / "cell.log")
+    timer.join()
+    alive = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if proc.name.isdigit() and str(out).encode() in cmdline:
+            alive.append(proc.name)
+    assert alive == []  # the training started for the cell was killed, not left running
+    assert signal.getsignal(signal.SIGTERM) is not benchmark._interrupt  # the runner's handler is gone again

@@ -37,8 +37,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -186,15 +188,26 @@ def _run(
                 code = main(argv)
             return code, time.perf_counter() - start, None, None
         proc = subprocess.Popen([sys.executable, "-m", "utad.cli", *argv], stdout=f, stderr=subprocess.STDOUT)
+        # stopped with Ctrl-C or SIGTERM (kill, a job scheduler): the cell's process goes with the runner, not
+        # on training unseen (a restarted runner would otherwise meet it in the same run folder)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except KeyboardInterrupt:
             proc.kill()
             proc.wait()
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         proc.returncode = os.waitstatus_to_exitcode(status)
     seconds, cpu = time.perf_counter() - start, usage.ru_utime + usage.ru_stime
     return proc.returncode, seconds, usage.ru_maxrss / 1024, cpu  # ru_maxrss: kilobytes on Linux
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _default_threads() -> int:

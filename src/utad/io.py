@@ -12,6 +12,11 @@ from typing import Any
 
 from utad.errors import UtadError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are not locked there
+    fcntl = None
+
 TMP_SUFFIX = ".tmp"  # atomic_write's temporary files: .<name>.<random>.tmp beside the target
 
 
@@ -67,6 +72,36 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically write ``obj`` as indented JSON (NaN is not valid JSON, so it is refused)."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+_run_locks: dict[str, int] = {}  # run folder -> the descriptor holding its lock, in this process
+
+
+def lock_run(path: str | os.PathLike) -> None:
+    """Hold an exclusive lock on the run folder while this process trains it, so that a second training of the
+    same run (another terminal, a benchmark restarted while its old training still runs) stops with an error
+    instead of interleaving checkpoints. ``flock`` on the folder itself: no file is added, and the lock ends
+    with the process, also when it is killed. Released by ``unlock_run``; a no-op where ``flock`` is missing."""
+    key = str(Path(path).resolve())
+    if fcntl is None or key in _run_locks:
+        return
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UtadError(
+            f"{path}: another process is training this run now; wait for it to finish (or stop it), then "
+            "continue with --resume"
+        ) from None
+    _run_locks[key] = fd
+
+
+def unlock_run(path: str | os.PathLike) -> None:
+    """Release the lock ``lock_run`` took on this run folder (nothing if none is held)."""
+    fd = _run_locks.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def prepare_run_dir(

@@ -27,7 +27,7 @@ from utad.data.bundle import DataBundle, build_data
 from utad.detector import Detector
 from utad.errors import UtadError
 from utad.fidelity import low_fidelity_warning, measure_fidelity
-from utad.io import prepare_run_dir, write_json, write_text
+from utad.io import lock_run, prepare_run_dir, unlock_run, write_json, write_text
 from utad.losses import expert_loss, ie_loss
 from utad.model import build_expert, build_ienet, build_pm
 from utad.nets.discriminator import MsImageDis, lsgan_d_loss
@@ -169,6 +169,7 @@ def train(
     finally:
         while len(runlog._active) > depth:
             runlog.detach(ok)
+        unlock_run(run_dir)
 
 
 def _train(
@@ -456,6 +457,7 @@ def open_run(
             "validation split); lower it"
         )
     prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    lock_run(run_dir)  # released when train() returns or fails
     runlog.attach(
         run_dir,
         "train (resume)" if resume else "train",
