@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utad import fidelity, runs
-from utad.fidelity import FidelityMeter, low_fidelity_warning, measure_fidelity
+from utad.fidelity import FidelityMeter, detail_drift_warning, low_fidelity_warning, measure_fidelity
 from utad.nets.expert_net import ExpertNet, ExpertOutput
 from utad.nets.perceptual import PerceptualMeasurement, load_backbone
 from utad.train import lr_at, random_crop
@@ -151,3 +151,16 @@ def test_feature_loss_is_phi_without_upsampling():
     a.requires_grad_(True)
     pm.feature_loss(a, b).backward()
     assert a.grad is not None and a.grad.abs().sum() > 0
+
+
+def test_a_runaway_detail_term_warns_with_its_peak_and_epoch():
+    rows = [
+        {"epoch": 1, "s": 0.4},
+        {"epoch": 2, "s": 36.2},
+        {"epoch": 3, "s": 1.97},
+    ]  # Fashion-MNIST 6's cell
+    text = detail_drift_warning(rows)
+    assert "reached 36.2 in stage-2 epoch 2" in text and "expert.lambda_s_prior=0.1" in text
+    assert detail_drift_warning([{"epoch": 1, "s": 0.36}, {"epoch": 2, "s": 0.05}]) is None  # a sound cell
+    assert detail_drift_warning([{"epoch": 1, "x": 0.1}]) is None  # without E_S: no detail term recorded
+    assert detail_drift_warning([]) is None

@@ -39,6 +39,27 @@ def low_fidelity_warning(gain: float | None, where: str) -> str | None:
     )
 
 
+DETAIL_DRIFT = 1.0  # detail term |E_S(x^) - s| above this in any epoch: the detail code's scale ran away
+# (measured peaks: 0.002 to 0.05 on MVTec, at most 0.36 in sound one-class cells; 19 to 566 where it blew up)
+
+
+def detail_drift_warning(rows: list[dict[str, float]]) -> str | None:
+    """A warning when the detail term ``s`` of stage 2 (one history row per epoch) rose above ``DETAIL_DRIFT``:
+    nothing in the paper's losses fixes the scale of E_S's codes, and when it drifts AdaIN's parameters grow
+    until x^ saturates (README, 'One-class runs'). None when the term stayed small or was not recorded."""
+    values = [(r["epoch"], r["s"]) for r in rows if np.isfinite(r.get("s", np.nan))]
+    if not values:
+        return None
+    epoch, peak = max(values, key=lambda v: v[1])
+    if peak <= DETAIL_DRIFT:
+        return None
+    return (
+        f"the detail term |E_S(x^) - s| reached {peak:.3g} in stage-2 epoch {epoch} (above {DETAIL_DRIFT:g}): the "
+        "detail code's scale ran away, which can leave x^ flat or black; look at x^ in report.png and train stage "
+        "2 again with expert.lambda_s_prior=0.1 (benchmarks/branch_stage2.py keeps stage 1)"
+    )
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM of two (H, W, C) images in [0, 1] (channel mean; 7x7 uniform window as scikit-image)."""
     return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0))

@@ -26,7 +26,7 @@ from utad.config import UtadConfig, dump_yaml, from_dict, to_dict
 from utad.data.bundle import DataBundle, build_data
 from utad.detector import Detector
 from utad.errors import UtadError
-from utad.fidelity import low_fidelity_warning, measure_fidelity
+from utad.fidelity import detail_drift_warning, low_fidelity_warning, measure_fidelity
 from utad.io import lock_run, prepare_run_dir, unlock_run, write_json, write_text
 from utad.losses import expert_loss, ie_loss
 from utad.model import build_expert, build_ienet, build_pm
@@ -368,9 +368,12 @@ def _train(
         )
         stage = "calibrate"
         last = history["expert"][-1] if history["expert"] else {}
-        warning = low_fidelity_warning(last.get("val_gain"), "the validation images, last epoch")
-        if warning and fabric.is_global_zero:
-            log.warning(warning)
+        for warning in (
+            low_fidelity_warning(last.get("val_gain"), "the validation images, last epoch"),
+            detail_drift_warning(history["expert"]),
+        ):
+            if warning and fabric.is_global_zero:
+                log.warning(warning)
 
     # ---- calibration on held-out normal images ----------------------------------------------------------
     if expert is not None:
