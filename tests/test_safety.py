@@ -416,3 +416,19 @@ def test_a_terminated_benchmark_takes_its_cell_process_with_it(tmp_path):
             alive.append(proc.name)
     assert alive == []  # the training started for the cell was killed, not left running
     assert signal.getsignal(signal.SIGTERM) is not benchmark._interrupt  # the runner's handler is gone again
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock: runs are not locked on Windows")
+def test_a_folder_that_cannot_be_locked_trains_unguarded_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    from utad.io import _run_locks, lock_run
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")  # what some network file systems answer
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    lock_run(tmp_path)  # no error: training goes on
+    assert "cannot lock the run folder" in caplog.text and "would not be refused" in caplog.text
+    assert str(tmp_path.resolve()) not in _run_locks

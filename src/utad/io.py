@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -88,12 +89,18 @@ def lock_run(path: str | os.PathLike) -> None:
     fd = os.open(key, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         os.close(fd)
         raise UtadError(
             f"{path}: another process is training this run now; wait for it to finish (or stop it), then "
             "continue with --resume"
         ) from None
+    except OSError as exc:  # a file system without flock (some network mounts): train, unguarded
+        os.close(fd)
+        logging.getLogger(__name__).warning(
+            "%s: cannot lock the run folder (%s); a second training of it would not be refused", path, exc
+        )
+        return
     _run_locks[key] = fd
 
 
