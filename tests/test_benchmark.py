@@ -4,6 +4,7 @@ changed cells, and the table writer against fixed expected Markdown."""
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,27 @@ def test_an_interrupted_cell_continues_from_its_checkpoint(finished, monkeypatch
     cell = json.loads((out / "mnist-1" / "utad" / "cell.json").read_text())
     assert cell["status"] == "done" and cell["peak_mb"] > 100  # measured in the subprocess
     assert cell["train_cores_used"] is None  # not trained in this run: only tested
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock: runs are not locked on Windows")
+def test_a_cell_whose_run_is_training_elsewhere_fails_with_the_reason(finished):
+    import fcntl
+
+    from utad.checkpoint import load_checkpoint, save_checkpoint
+
+    grid, out, _ = finished
+    run = out / "mnist-1" / "utad" / "run"
+    (out / "mnist-1" / "utad" / "cell.json").unlink()
+    save_checkpoint(run, {**load_checkpoint(run), "stage": "expert", "epoch": 0})  # stage 2 left to train
+    other = os.open(run, os.O_RDONLY)  # an earlier runner's training, still going
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(
+            UtadError, match=r"mnist-1/utad: training failed \(exit 2\): .*run: another process is"
+        ):
+            benchmark.run_grid(grid, out, only="mnist-1/utad")
+    finally:
+        os.close(other)
 
 
 def test_a_trained_cell_records_the_cores_its_training_kept_busy(finished, monkeypatch):

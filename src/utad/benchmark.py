@@ -206,6 +206,16 @@ def _run(
     return proc.returncode, seconds, usage.ru_maxrss / 1024, cpu  # ru_maxrss: kilobytes on Linux
 
 
+def _reason(log_file: Path) -> str:
+    """The last ``utad: error:`` line a failed command wrote to the cell's log, as ``: <message>`` ('' if none)."""
+    try:
+        lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-200:]
+    except OSError:
+        return ""
+    errors = [line.split("utad: error:", 1)[1].strip() for line in lines if "utad: error:" in line]
+    return f": {errors[-1]}" if errors else ""
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -255,13 +265,13 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
             code, train_s, mb, train_cpu = _run(["train", *args, "--out", str(run), "--quiet"], logf, isolate)
             peak = max(peak, mb or 0.0)
             if code != 0:
-                raise UtadError(f"{cell.id}: training failed (exit {code}); see {logf}")
+                raise UtadError(f"{cell.id}: training failed (exit {code}){_reason(logf)}; see {logf}")
         cmd = ["test", str(run), "--quiet"]
         metrics_path = run / "metrics.json"
     code, test_s, mb, _ = _run(cmd, logf, isolate)
     peak = max(peak, mb or 0.0)
     if code != 0:
-        raise UtadError(f"{cell.id}: testing failed (exit {code}); see {logf}")
+        raise UtadError(f"{cell.id}: testing failed (exit {code}){_reason(logf)}; see {logf}")
     m = json.loads(metrics_path.read_text())
     cfg = m["config"]
     record.update({k: m.get(k) for k in KEYS})
