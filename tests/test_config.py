@@ -48,6 +48,8 @@ def test_paper_presets_match_the_paper():
     assert (fast.data.image_size, fast.ienet.blocks, fast.expert.res_blocks) == (64, 3, 1)
     assert fast.data.limit_train == 600 and fast.detect.score == "topk"
     assert fast.expert.residual and fast.expert.skips  # the CPU budget's stable expert (README)
+    assert fast.expert.lambda_s_prior == 0.1  # bounds the detail code, which blew up in 5 of 22 v2 cells
+    assert oc.expert.lambda_s_prior == 0.0  # not in the paper
     assert not (oc.expert.residual or oc.expert.skips)  # the paper preset stays the paper's
 
 
