@@ -171,6 +171,28 @@ def test_a_cell_whose_run_is_training_elsewhere_fails_with_the_reason(finished):
         os.close(other)
 
 
+def test_a_cell_another_runner_finishes_meanwhile_stays_in_the_tables(finished, monkeypatch):
+    """Two runners on shards of one grid: the one that publishes last must not drop the other's new cell."""
+    grid, out, _ = finished
+    mine, theirs = out / "demo" / "utad" / "cell.json", out / "mnist-1" / "utad" / "cell.json"
+    my_record, their_record = json.loads(mine.read_text()), theirs.read_text()
+    mine.unlink()
+    theirs.unlink()  # not finished yet when this runner starts
+
+    def run_cell(cell, out_dir, isolate):
+        assert cell.id == "demo/utad"
+        theirs.write_text(their_record)  # the other runner finishes mnist-1/utad while this one trains
+        mine.write_text(json.dumps(my_record))
+        return my_record
+
+    monkeypatch.setattr(benchmark, "run_cell", run_cell)
+    results = benchmark.run_grid(grid, out, only="demo/utad")
+    assert [c["id"] for c in results["cells"]] == [
+        f"{d}/{v}" for d in ("demo", "mnist-1") for v in ("utad", "utad-pixel")
+    ]
+    assert "| mnist-1 | utad |" in (out / "tiny.md").read_text()
+
+
 def test_a_trained_cell_records_the_cores_its_training_kept_busy(finished, monkeypatch):
     """CPU time over wall time of the training subprocess: 180 s of CPU in 100 s is 1.8 cores."""
     grid, out, _ = finished

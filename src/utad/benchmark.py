@@ -336,28 +336,9 @@ def _backfill(out: Path, cell: Cell, rec: dict[str, Any]) -> None:
             return
 
 
-def run_grid(
-    grid_path: str | os.PathLike,
-    out: str | os.PathLike,
-    publish: str | os.PathLike | None = None,
-    only: str | None = None,
-    echo=print,
-    isolate: bool = True,
-) -> dict[str, Any]:
-    """Run every cell of the grid not finished yet (with ``only``: the cell whose id it is, else those whose
-    id contains it, so ``mnist-1/utad`` never picks ``fashion-mnist-1/utad``); returns the
-    results (also ``out/<grid name>.json``). The results list every finished cell of the grid, also those
-    ``only`` leaves out, so a partial run never shrinks the published tables."""
-    from utad.tables import render
-
-    grid = load_grid(grid_path)
-    out = Path(out)
-    exact = only in {c.id for c in grid.cells}
-
-    def wanted(cell: Cell) -> bool:
-        return only is None or (cell.id == only if exact else only in cell.id)
-
-    cells = [c for c in grid.cells if wanted(c)]
+def _finished_cells(grid: Grid, out: Path, wanted) -> tuple[dict[str, dict], list[Cell]]:
+    """The records of the grid's finished cells in ``out`` and the cells ``wanted`` selects that are still to run.
+    A finished cell whose settings changed since is an error when selected, else left out of the tables."""
     records: dict[str, dict] = {}
     todo = []
     for c in grid.cells:
@@ -381,10 +362,38 @@ def run_grid(
                 continue
         if selected:
             todo.append(c)
+    return records, todo
+
+
+def run_grid(
+    grid_path: str | os.PathLike,
+    out: str | os.PathLike,
+    publish: str | os.PathLike | None = None,
+    only: str | None = None,
+    echo=print,
+    isolate: bool = True,
+) -> dict[str, Any]:
+    """Run every cell of the grid not finished yet (with ``only``: the cell whose id it is, else those whose
+    id contains it, so ``mnist-1/utad`` never picks ``fashion-mnist-1/utad``); returns the
+    results (also ``out/<grid name>.json``). The results list every finished cell of the grid, also those
+    ``only`` leaves out, so a partial run never shrinks the published tables."""
+    from utad.tables import render
+
+    grid = load_grid(grid_path)
+    out = Path(out)
+    exact = only in {c.id for c in grid.cells}
+
+    def wanted(cell: Cell) -> bool:
+        return only is None or (cell.id == only if exact else only in cell.id)
+
+    cells = [c for c in grid.cells if wanted(c)]
+    records, todo = _finished_cells(grid, out, wanted)
     echo(f"{grid.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run -> {out}")
     start, times = time.perf_counter(), []
 
     def publish_results() -> dict[str, Any]:
+        # cells another runner of this grid finished meanwhile (grid shards run in parallel) stay in the tables
+        records.update(_finished_cells(grid, out, lambda c: False)[0])
         results = {
             "grid": grid.name,
             "title": grid.title,
