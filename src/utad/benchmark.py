@@ -336,12 +336,17 @@ def _backfill(out: Path, cell: Cell, rec: dict[str, Any]) -> None:
             return
 
 
-def _finished_cells(grid: Grid, out: Path, wanted) -> tuple[dict[str, dict], list[Cell]]:
+def _finished_cells(
+    grid: Grid, out: Path, wanted, known: frozenset[str] = frozenset()
+) -> tuple[dict[str, dict], list[Cell]]:
     """The records of the grid's finished cells in ``out`` and the cells ``wanted`` selects that are still to run.
-    A finished cell whose settings changed since is an error when selected, else left out of the tables."""
+    A finished cell whose settings changed since is an error when selected, else left out of the tables. Cells
+    whose id is in ``known`` (records already read) are not read or checked again."""
     records: dict[str, dict] = {}
     todo = []
     for c in grid.cells:
+        if c.id in known:
+            continue
         selected = wanted(c)
         done = out / c.dataset / c.variant / "cell.json"
         if done.is_file():
@@ -393,7 +398,7 @@ def run_grid(
 
     def publish_results() -> dict[str, Any]:
         # cells another runner of this grid finished meanwhile (grid shards run in parallel) stay in the tables
-        records.update(_finished_cells(grid, out, lambda c: False)[0])
+        records.update(_finished_cells(grid, out, lambda c: False, frozenset(records))[0])
         results = {
             "grid": grid.name,
             "title": grid.title,

@@ -40,7 +40,7 @@ def low_fidelity_warning(gain: float | None, where: str) -> str | None:
 
 
 DETAIL_DRIFT = 1.0  # detail term |E_S(x^) - s| above this in any epoch: the detail code's scale ran away
-# (measured peaks: 0.002 to 0.05 on MVTec, at most 0.36 in sound one-class cells; 19 to 566 where it blew up)
+# (measured peaks: 0.002 to 0.05 on MVTec, at most 0.36 in sound one-class cells; 19 to 1 776 where it blew up)
 
 
 def detail_drift_warning(rows: list[dict[str, float]]) -> str | None:
