@@ -193,6 +193,31 @@ def test_a_cell_another_runner_finishes_meanwhile_stays_in_the_tables(finished, 
     assert "| mnist-1 | utad |" in (out / "tiny.md").read_text()
 
 
+def test_a_fresh_out_keeps_the_published_cells_until_it_runs_them(finished, monkeypatch, tmp_path):
+    """A fresh clone (no run folders) that runs one cell with --publish: the other published cells stay in the
+    tables, unless the preset they were trained with changed since; published cells still run again."""
+    grid, _, publish = finished
+    published = tmp_path / "published"
+    shutil.copytree(publish, published)
+    results = json.loads((published / "tiny.json").read_text())
+    stale = next(c for c in results["cells"] if c["id"] == "mnist-1/utad")
+    stale["trained_config"]["train"]["ie_epochs"] = 7  # as if cpu-fast had said 7 when it was trained
+    (published / "tiny.json").write_text(json.dumps(results))
+    fresh = {**results["cells"][0], "image_auroc": 0.5, "run": "demo/utad/run"}
+    ran = []
+    monkeypatch.setattr(benchmark, "run_cell", lambda cell, o, isolate: ran.append(cell.id) or fresh)
+    said = []
+    new = benchmark.run_grid(grid, tmp_path / "fresh", publish=published, only="demo/utad", echo=said.append)
+    assert ran == ["demo/utad"]  # published, yet run again: the published record is not a finished run
+    assert [(c["id"], c["image_auroc"]) for c in new["cells"]][:2] == [
+        ("demo/utad", 0.5),  # this run's record replaces the published one
+        ("demo/utad-pixel", results["cells"][1]["image_auroc"]),
+    ]
+    assert [c["id"] for c in new["cells"]] == ["demo/utad", "demo/utad-pixel", "mnist-1/utad-pixel"]
+    assert any("1 published cell(s) have other settings now" in s and "mnist-1/utad" in s for s in said)
+    assert json.loads((published / "tiny.json").read_text()) == new
+
+
 def test_a_trained_cell_records_the_cores_its_training_kept_busy(finished, monkeypatch):
     """CPU time over wall time of the training subprocess: 180 s of CPU in 100 s is 1.8 cores."""
     grid, out, _ = finished

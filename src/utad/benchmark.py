@@ -25,7 +25,9 @@ taken from the directory the command runs in (the repository root for the shippe
 Resuming: a cell whose ``cell.json`` says ``done`` with the same settings is never run again; an interrupted
 cell continues from its checkpoint (``utad train --resume``) or, without one, restarts in its own folder. A
 finished cell whose grid settings changed is refused (pick another ``--out``), never silently replaced. After
-every cell ``<grid name>.json`` and ``<grid name>.md`` are rewritten atomically in ``--out`` (and ``--publish``).
+every cell ``<grid name>.json`` and ``<grid name>.md`` are rewritten atomically in ``--out`` (and ``--publish``);
+cells published there before but not run in this ``--out`` (a fresh clone) keep their published record until
+they are run again, unless their settings changed since.
 
 Grids may share an ``--out`` folder: a cell with the same dataset, variant and settings is then trained once
 and reused by every grid that names it (the shipped MVTec grids share ``runs/bench/mvtec``).
@@ -153,7 +155,13 @@ def changed_settings(cell: Cell, out: Path) -> list[str]:
     config = out / cell.dataset / (cell.reuse or cell.variant) / "run" / "config.yaml"
     if not config.is_file():
         return []
-    old = to_dict(from_dict(yaml.safe_load(config.read_text(encoding="utf-8")), str(config)))
+    return config_changes(yaml.safe_load(config.read_text(encoding="utf-8")), cell, str(config))
+
+
+def config_changes(trained: dict[str, Any], cell: Cell, where: str) -> list[str]:
+    """The config keys whose value in ``trained`` (a cell's training config; fields added to utad since are
+    filled with their defaults) differs from what ``cell`` resolves to now."""
+    old = to_dict(from_dict(trained, where))
     new = to_dict(resolve(cell))
 
     def walk(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -299,6 +307,9 @@ def run_cell(cell: Cell, out: Path, isolate: bool = True) -> dict[str, Any]:
             "n_test": m.get("n_test"),
             "paper": cell.paper,
             "run": str(run.relative_to(out)),  # inside --out
+            # what the networks were trained with: lets a later runner without this run folder (a fresh
+            # clone) keep the published record only while the grid still resolves to these settings
+            "trained_config": to_dict(resolve(cell)),
             "status": "done",
         }
     )
@@ -370,6 +381,35 @@ def _finished_cells(
     return records, todo
 
 
+def _published_cells(grid: Grid, publish: Path | None, echo) -> dict[str, dict]:
+    """The records of ``publish/<grid name>.json`` that still hold for the grid: same cell settings and, where
+    the record says what it trained with, no preset edited since. They stand in the tables for cells this
+    ``--out`` has not run (a fresh clone, a lost run folder) until it runs them, so such a run never shrinks
+    the published tables; they never count as finished (reproducing a published table runs every cell)."""
+    path = None if publish is None else publish / f"{grid.name}.json"
+    if path is None or not path.is_file():
+        return {}
+    try:
+        published = {r["id"]: r for r in json.loads(path.read_text())["cells"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UtadError(f"{path}: not a results file of utad benchmark ({exc})") from None
+    kept, stale = {}, []
+    for c in grid.cells:
+        rec = published.get(c.id)
+        if rec is None or rec.get("status") != "done":
+            continue
+        trained = rec.get("trained_config")
+        if rec.get("spec") != c.spec() or (trained is not None and config_changes(trained, c, str(path))):
+            stale.append(c.id)
+            continue
+        kept[c.id] = {**rec, "paper": c.paper}
+    if stale:
+        echo(
+            f"{path}: {len(stale)} published cell(s) have other settings now and leave the tables: {', '.join(stale)}"
+        )
+    return kept
+
+
 def run_grid(
     grid_path: str | os.PathLike,
     out: str | os.PathLike,
@@ -381,7 +421,8 @@ def run_grid(
     """Run every cell of the grid not finished yet (with ``only``: the cell whose id it is, else those whose
     id contains it, so ``mnist-1/utad`` never picks ``fashion-mnist-1/utad``); returns the
     results (also ``out/<grid name>.json``). The results list every finished cell of the grid, also those
-    ``only`` leaves out, so a partial run never shrinks the published tables."""
+    ``only`` leaves out, and the still valid published ones this ``out`` has not run (``_published_cells``), so
+    a partial run never shrinks the published tables."""
     from utad.tables import render
 
     grid = load_grid(grid_path)
@@ -393,6 +434,7 @@ def run_grid(
 
     cells = [c for c in grid.cells if wanted(c)]
     records, todo = _finished_cells(grid, out, wanted)
+    published = _published_cells(grid, None if publish is None else Path(publish), echo)
     echo(f"{grid.name}: {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run -> {out}")
     start, times = time.perf_counter(), []
 
@@ -405,7 +447,9 @@ def run_grid(
             "table": grid.table,
             "grid_file": grid.path,
             "notes": grid.notes,
-            "cells": [records[c.id] for c in grid.cells if c.id in records],
+            "cells": [
+                records.get(c.id, published.get(c.id)) for c in grid.cells if c.id in records | published
+            ],
         }
         for folder in [out] + ([Path(publish)] if publish is not None else []):
             write_json(folder / f"{grid.name}.json", results)
