@@ -218,6 +218,25 @@ def test_a_fresh_out_keeps_the_published_cells_until_it_runs_them(finished, monk
     assert json.loads((published / "tiny.json").read_text()) == new
 
 
+def test_a_one_class_run_is_tested_on_held_out_training_images(finished, tmp_path, capsys):
+    """``utad test RUN --set data.evaluate_on=holdout --out DIR``: the same networks and calibration on the
+    training images the run did not use (for choosing settings without the test split); the run's own
+    metrics stay as they were."""
+    _, out, _ = finished
+    run = out / "mnist-1" / "utad" / "run"
+    own = (run / "metrics.json").read_text()
+    assert (
+        main(["test", str(run), "--set", "data.evaluate_on=holdout", "--out", str(tmp_path), "--quiet"]) == 0
+    )
+    held = json.loads((tmp_path / "metrics.json").read_text())
+    assert held["config"]["data"]["evaluate_on"] == "holdout" and held["n_test"] == 60
+    assert held["normalisation"] == json.loads(own)["normalisation"]  # not recalibrated
+    assert held["image_auroc"] != json.loads(own)["image_auroc"]  # other images
+    assert (run / "metrics.json").read_text() == own
+    assert main(["test", str(run), "--set", "data.limit_train=10", "--out", str(tmp_path / "x")]) == 2
+    assert "only pm.*, detect.* and data.evaluate_on can change" in capsys.readouterr().err
+
+
 def test_a_trained_cell_records_the_cores_its_training_kept_busy(finished, monkeypatch):
     """CPU time over wall time of the training subprocess: 180 s of CPU in 100 s is 1.8 cores."""
     grid, out, _ = finished

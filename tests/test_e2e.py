@@ -68,7 +68,7 @@ def test_test_with_other_measurement(trained_run, tmp_path, capsys):
     assert main(["test", str(trained_run), "--set", "pm.distance=pixel", "--quiet"]) == 2
     assert "needs --out" in capsys.readouterr().err
     assert main(["test", str(trained_run), "--set", "train.ie_epochs=3", "--out", str(tmp_path / "x")]) == 2
-    assert "only pm.* and detect.*" in capsys.readouterr().err
+    assert "only pm.*, detect.*" in capsys.readouterr().err
 
 
 def test_predict_command(trained_run, tmp_path, capsys):

@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="evaluate another measurement with the same networks, e.g. pm.terms=[x_xhat] or pm.distance=pixel "
-        "(pm.* and detect.* only; recalibrated on validation images; needs --out)",
+        "(pm.* and detect.*, recalibrated on validation images; or data.evaluate_on=holdout: a one-class run "
+        "on training images it did not use, to choose settings without the test split; needs --out)",
     )
     te.add_argument("--quiet", action="store_true", help="no progress bars")
     te.add_argument("--no-report", action="store_true", help="skip report.html")

@@ -46,6 +46,9 @@ def _pick_examples(preds, labels: np.ndarray, per_group: int = 3) -> list[int]:
     return list(normal[:2]) + list(top) + [i for i in low if i not in top]
 
 
+TEST_TIME_DATA = ("data.evaluate_on",)  # data settings a test may change (what it evaluates on)
+
+
 def with_measurement(det: Detector, overrides: list[str], data: DataBundle) -> Detector:
     """The same trained networks with another measurement (``pm.*``) or detection (``detect.*``) setting,
     recalibrated on the run's validation images: Table 3's single measurements without retraining."""
@@ -54,7 +57,8 @@ def with_measurement(det: Detector, overrides: list[str], data: DataBundle) -> D
         key = item.split("=", 1)[0].strip()
         if not key.startswith(("pm.", "detect.")):
             raise UtadError(
-                f"{item}: only pm.* and detect.* settings can change at test time; retrain for others"
+                f"{item}: only pm.*, detect.* and {', '.join(TEST_TIME_DATA)} can change at test time; retrain "
+                "for others"
             )
         apply_override(values, item)
     cfg = from_dict(values, "test overrides")
@@ -79,12 +83,20 @@ def test_run(
     another measurement with the same networks, recalibrated on validation images; they need an ``out``."""
     run = Path(run)
     det = Detector.load(run, device)
+    overrides = list(overrides or [])
+    if overrides and out is None:
+        raise UtadError("a test with --set overrides needs --out, so the run's own metrics.json is kept")
+    on_data = [o for o in overrides if o.split("=", 1)[0].strip() in TEST_TIME_DATA]
+    if on_data:  # what to evaluate on, not how: no recalibration
+        values = to_dict(det.config)
+        for item in on_data:
+            apply_override(values, item)
+        det.config = from_dict(values, "test overrides")
     cfg: UtadConfig = det.config
     data = build_data(cfg.data, cfg.seed, run.parent / ".utad-cache")
-    if overrides:
-        if out is None:
-            raise UtadError("a test with --set overrides needs --out, so the run's own metrics.json is kept")
-        det = with_measurement(det, overrides, data)
+    measurement = [o for o in overrides if o not in on_data]
+    if measurement:
+        det = with_measurement(det, measurement, data)
         cfg = det.config
     out = Path(out) if out is not None else run
     out.mkdir(parents=True, exist_ok=True)

@@ -108,3 +108,33 @@ def test_limit_train_keeps_a_fixed_subset_of_normal_images(tmp_path):
     a, b = build_data(cfg, 0, tmp_path), build_data(cfg, 0, tmp_path)
     assert len(a.train) + len(a.val) == 200 and len(a.test) == 100
     assert np.array_equal(a.train[0]["image"].numpy(), b.train[0]["image"].numpy())
+
+
+@pytest.mark.parametrize("dataset, root", [("mnist", MNIST), ("cifar10", CIFAR)])
+def test_holdout_evaluates_on_training_images_the_run_never_sees(dataset, root):
+    """``evaluate_on=holdout``: the same training subset as the protocol (the one the Table 2 runs used), and an
+    evaluation set drawn from the other training images: the normal class's unused ones and the other nine
+    classes', stratified like the test subset, never a test image and never an image the run trains on."""
+    everything = load_one_class(dataset, root, normal_class=4)  # every normal training image
+    picked = np.sort(np.random.default_rng(3).permutation(len(everything.train))[:300])
+    test = load_one_class(dataset, root, 4, limit_test=100, limit_train=300, seed=3)
+    held = load_one_class(dataset, root, 4, limit_test=100, limit_train=300, seed=3, evaluate_on="holdout")
+    assert np.array_equal(test.train, everything.train[picked])  # the subset runs trained on before
+    assert np.array_equal(held.train, test.train)
+    assert np.bincount(held.test_classes).tolist() == [10] * 10 and held.test_labels.sum() == 90
+    assert np.array_equal(held.test_labels, (held.test_classes != 4).astype(np.int64))
+    flat = {a.tobytes() for a in held.train}
+    normal = held.test[held.test_classes == 4]
+    assert not any(a.tobytes() in flat for a in normal)  # normal evaluation images: unused training images
+    unused = np.delete(everything.train, picked, axis=0)
+    assert all(any(np.array_equal(a, b) for b in unused) for a in normal[:3])
+    x_train, _ = load_mnist_like(root, "train") if dataset == "mnist" else load_cifar10(root, "train")
+    pool = {a.tobytes() for a in x_train}
+    assert all(a.tobytes() in pool for a in held.test[:20])  # from the training split, not the test split
+
+
+def test_holdout_needs_a_training_subset():
+    with pytest.raises(DataError, match="set data.limit_train below"):
+        load_one_class("mnist", MNIST, 1, limit_test=100, evaluate_on="holdout")
+    with pytest.raises(DataError, match="evaluate_on must be one of test, holdout, got 'val'"):
+        load_one_class("mnist", MNIST, 1, evaluate_on="val")

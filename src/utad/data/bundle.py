@@ -60,10 +60,9 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
     """Datasets for ``cfg.source``; the validation split holds out ``val_fraction`` of normal train images."""
     size, ch = cfg.image_size, cfg.channels
     if cfg.source in ONE_CLASS:
-        data = load_one_class(cfg.source, cfg.path, cfg.normal_class, cfg.limit_test)
-        if cfg.limit_train is not None and cfg.limit_train < len(data.train):
-            keep = np.sort(np.random.default_rng(seed).permutation(len(data.train))[: cfg.limit_train])
-            data.train = data.train[keep]
+        data = load_one_class(
+            cfg.source, cfg.path, cfg.normal_class, cfg.limit_test, cfg.limit_train, seed, cfg.evaluate_on
+        )
         order = np.random.default_rng(seed).permutation(len(data.train))
         k = max(1, round(len(order) * cfg.val_fraction))
         val_idx, tr_idx = np.sort(order[:k]), np.sort(order[k:])
@@ -72,7 +71,7 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
             name=f"{cfg.source}-class{cfg.normal_class}",
             train=ArrayDataset(data.train[tr_idx], zeros[tr_idx], size, ch, f"{cfg.source}-train"),
             val=ArrayDataset(data.train[val_idx], zeros[val_idx], size, ch, f"{cfg.source}-val"),
-            test=ArrayDataset(data.test, data.test_labels, size, ch, f"{cfg.source}-test"),
+            test=ArrayDataset(data.test, data.test_labels, size, ch, f"{cfg.source}-{cfg.evaluate_on}"),
             has_masks=False,
             test_samples=None,
         )

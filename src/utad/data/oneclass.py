@@ -127,7 +127,8 @@ def _test_subset(labels: np.ndarray, limit: int | None) -> np.ndarray:
 
 @dataclass
 class OneClassData:
-    """A one-class split: normal train images and the whole labelled test split (label 1 = anomaly)."""
+    """A one-class split: normal train images and a labelled evaluation set (label 1 = anomaly): the test
+    split, or with ``evaluate_on="holdout"`` held-out training images (see ``load_one_class``)."""
 
     name: str
     normal_class: int
@@ -137,33 +138,93 @@ class OneClassData:
     test_classes: np.ndarray
 
 
+def _train_subset(labels: np.ndarray, normal_class: int, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of the normal training images a run uses: all, or a fixed random subset of ``limit``."""
+    normal = np.flatnonzero(labels == normal_class)
+    if limit is None or limit >= len(normal):
+        return normal
+    return normal[np.sort(np.random.default_rng(seed).permutation(len(normal))[:limit])]
+
+
+def _holdout(labels: np.ndarray, used: np.ndarray, limit_test: int | None) -> np.ndarray:
+    """Indices of the held-out evaluation set: the training images the run does not use (the normal class's
+    others and every image of the other classes), a stratified subset of ``limit_test`` as for the test split."""
+    pool = np.setdiff1d(np.arange(len(labels)), used)
+    return pool[_test_subset(labels[pool], limit_test)]
+
+
+EVALUATE_ON = ("test", "holdout")
+
+
 def load_one_class(
-    dataset: str, root: str | os.PathLike | None, normal_class: int, limit_test: int | None = None
+    dataset: str,
+    root: str | os.PathLike | None,
+    normal_class: int,
+    limit_test: int | None = None,
+    limit_train: int | None = None,
+    seed: int = 0,
+    evaluate_on: str = "test",
 ) -> OneClassData:
     """Load ``dataset`` (``mnist``, ``fashion-mnist`` or ``cifar10``) with ``normal_class`` as normal.
 
     ``root=None`` uses Debian's ``dataset-fashion-mnist`` location for Fashion-MNIST. ``limit_test`` keeps a
-    stratified, deterministic subset of the test split (for quick runs; the paper uses all of it).
+    stratified, deterministic subset of the evaluation set (for quick runs; the paper uses all of the test
+    split). ``limit_train`` keeps a fixed random subset (``seed``) of the normal training images.
+
+    ``evaluate_on="holdout"`` (not the paper's protocol; for choosing settings without the test images): the
+    evaluation set is drawn from the *training* split instead, from the images the run does not train on: the
+    normal class's images outside the ``limit_train`` subset and the other nine classes' training images.
     """
     if not 0 <= normal_class <= 9:
         raise DataError(f"normal class must be 0..9, got {normal_class}")
+    if evaluate_on not in EVALUATE_ON:
+        raise DataError(f"evaluate_on must be one of {', '.join(EVALUATE_ON)}, got {evaluate_on!r}")
+    holdout = evaluate_on == "holdout"
+    if holdout and limit_train is None:
+        raise DataError(
+            "evaluate_on=holdout draws normal evaluation images from the training images a run does not use: "
+            "set data.limit_train below the number of normal training images"
+        )
     if dataset in ("mnist", "fashion-mnist"):
         if root is None:
             if dataset == "mnist":
                 raise DataError("mnist: give the folder holding the four IDX files (--data PATH)")
             root = FASHION_MNIST_DIR
         xtr, ytr = load_mnist_like(root, "train")
-        xte, yte = load_mnist_like(root, "test")
-        xtr = xtr[ytr == normal_class]
-        keep = _test_subset(yte, limit_test)
-        xte, yte = xte[keep], yte[keep]
+        used = _train_subset(ytr, normal_class, limit_train, seed)
+        if holdout:
+            keep = _holdout(ytr, used, limit_test)
+            xte, yte = xtr[keep], ytr[keep]
+        else:
+            xte, yte = load_mnist_like(root, "test")
+            keep = _test_subset(yte, limit_test)
+            xte, yte = xte[keep], yte[keep]
+        xtr = xtr[used]
     elif dataset == "cifar10":  # the loader selects before decoding (the JPEG copy: only what is kept)
         if root is None:
             raise DataError("cifar10: give the folder holding the batches or class folders (--data PATH)")
-        xtr, _ = load_cifar10(root, "train", lambda y: np.flatnonzero(y == normal_class))
-        xte, yte = load_cifar10(root, "test", lambda y: _test_subset(y, limit_test))
+        picked: dict[str, np.ndarray] = {}
+
+        def select(y: np.ndarray) -> np.ndarray:
+            picked["train"] = _train_subset(y, normal_class, limit_train, seed)
+            picked["eval"] = _holdout(y, picked["train"], limit_test) if holdout else np.zeros(0, np.int64)
+            return np.union1d(picked["train"], picked["eval"])
+
+        x, y = load_cifar10(root, "train", select)
+        order = np.union1d(picked["train"], picked["eval"])
+        xtr = x[np.searchsorted(order, picked["train"])]
+        if holdout:
+            at = np.searchsorted(order, picked["eval"])
+            xte, yte = x[at], y[at]
+        else:
+            xte, yte = load_cifar10(root, "test", lambda y: _test_subset(y, limit_test))
     else:
         raise DataError(f"unknown one-class dataset {dataset!r} (mnist, fashion-mnist, cifar10)")
+    if holdout and not np.any(yte == normal_class):
+        raise DataError(
+            f"{dataset}: evaluate_on=holdout found no normal training image outside data.limit_train "
+            f"({limit_train}); lower it"
+        )
     return OneClassData(
         name=dataset,
         normal_class=normal_class,
