@@ -21,8 +21,11 @@ for cell in "$@"; do
   while [ -e "$out/PAUSE" ]; do sleep 60; done
   echo "$(date -Is) start $cell"
   if "$utad" benchmark "$grid" --out "$out" --publish benchmarks/results --only "$cell"; then
-    flock /tmp/utad-sweep-git.lock git commit -q -m "Results: $name cell $cell (utad benchmark $grid --out $out --publish benchmarks/results)" \
-      -- "benchmarks/results/$name.json" "benchmarks/results/$name.md" || echo "$(date -Is) commit failed or nothing new for $cell"
+    files=("benchmarks/results/$name.json" "benchmarks/results/$name.md")
+    msg="Results: $name cell $cell (utad benchmark $grid --out $out --publish benchmarks/results)"
+    # add first: a grid's first publication creates the files
+    flock /tmp/utad-sweep-git.lock sh -c 'git add -- "$@" && git commit -q -m "$0" -- "$@"' "$msg" "${files[@]}" \
+      || echo "$(date -Is) commit failed or nothing new for $cell"
   else
     echo "$(date -Is) FAILED $cell"
   fi
