@@ -265,6 +265,28 @@ def test_a_changed_cell_is_refused(finished, tmp_path):
         benchmark.run_grid(changed, out)
 
 
+def test_a_grid_that_spells_out_what_its_preset_gave_keeps_its_finished_cells(
+    finished, tmp_path, monkeypatch
+):
+    """Pinning a value the preset already gives (as when a preset is about to change) changes no cell."""
+    _, out, _ = finished
+    monkeypatch.setattr(benchmark, "_run", lambda *a, **k: pytest.fail("a finished cell ran again"))
+    pinned = write_grid(tmp_path / "tiny.yaml", ["expert.residual=false", "detect.alpha=0.5"])
+    assert len(benchmark.run_grid(pinned, out)["cells"]) == 4
+    cell = benchmark.load_grid(pinned).cells[0]
+    spec = json.loads((out / "demo/utad/cell.json").read_text())["spec"]
+    trained = yaml.safe_load((out / "demo/utad/run/config.yaml").read_text())
+    assert spec != cell.spec() and benchmark.settings_changed(spec, cell, trained) == []
+    assert benchmark.settings_changed(spec, cell, None) == [
+        "overrides"
+    ]  # unknown training: the spelling counts
+    assert benchmark.settings_changed({**spec, "test_set": ["detect.alpha=0.4"]}, cell, trained) == [
+        "test_set"
+    ]
+    trained["detect"]["alpha"] = 0.4  # as if the preset had said 0.4 when the cell trained
+    assert benchmark.settings_changed(spec, cell, trained) == ["detect.alpha"]
+
+
 def test_a_preset_edited_after_a_cell_finished_is_refused_by_name(finished):
     grid, out, _ = finished
     config = out / "demo" / "utad" / "run" / "config.yaml"

@@ -50,6 +50,9 @@ def test_paper_presets_match_the_paper():
     assert fast.expert.residual and fast.expert.skips  # the CPU budget's stable expert (README)
     assert fast.expert.lambda_s_prior == 0.1  # bounds the detail code, which blew up in 5 of 22 v2 cells
     assert oc.expert.lambda_s_prior == 0.0  # not in the paper
+    # v4: one code per image, 30 stage-1 epochs (chosen on held-out training images); the paper preset keeps Fig. 3's
+    assert (fast.ienet.decoder_input, fast.train.ie_epochs) == ("global", 30)
+    assert oc.ienet.decoder_input == "spatial"
     assert not (oc.expert.residual or oc.expert.skips)  # the paper preset stays the paper's
 
 

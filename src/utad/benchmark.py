@@ -148,14 +148,32 @@ def resolve(cell: Cell):
     return load_config(cell.preset, cell.overrides)
 
 
+def _trained_config(cell: Cell, out: Path) -> dict[str, Any] | None:
+    """The config the cell's run (or, for a test-time cell, the run it reuses) was trained with; None if none."""
+    config = out / cell.dataset / (cell.reuse or cell.variant) / "run" / "config.yaml"
+    return yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
+
+
 def changed_settings(cell: Cell, out: Path) -> list[str]:
     """The config keys whose value in the cell's trained run (``run/config.yaml``, fields added to utad since
     filled with their defaults) differs from what the grid resolves to now: a preset edited after the cell
     finished changes no ``spec``, only this. A test-time cell is checked against the run it reuses."""
-    config = out / cell.dataset / (cell.reuse or cell.variant) / "run" / "config.yaml"
-    if not config.is_file():
-        return []
-    return config_changes(yaml.safe_load(config.read_text(encoding="utf-8")), cell, str(config))
+    trained = _trained_config(cell, out)
+    return [] if trained is None else config_changes(trained, cell, str(out / cell.id))
+
+
+def settings_changed(spec: Any, cell: Cell, trained: dict[str, Any] | None) -> list[str]:
+    """What differs between a finished cell (its recorded ``spec`` and, when known, the config it was trained
+    with) and what ``cell`` asks for now; [] when nothing. With the trained config, what counts is the config
+    the grid resolves to, however it is spelled: a grid may spell out a value its preset gave, to keep its
+    finished cells when the preset changes. Without it, the recorded preset and overrides must be the grid's."""
+    now = cell.spec()
+    if not isinstance(spec, dict):
+        return ["spec"]
+    diff = [k for k in ("dataset", "variant", "reuse", "test_set") if spec.get(k) != now[k]]
+    if trained is not None:
+        return diff + config_changes(trained, cell, cell.id)
+    return diff + [k for k in ("preset", "overrides") if spec.get(k) != now[k]]
 
 
 def config_changes(trained: dict[str, Any], cell: Cell, where: str) -> list[str]:
@@ -362,16 +380,15 @@ def _finished_cells(
         done = out / c.dataset / c.variant / "cell.json"
         if done.is_file():
             rec = json.loads(done.read_text())
-            changed = changed_settings(c, out) if rec.get("status") == "done" else []
-            if rec.get("status") == "done" and (rec.get("spec") != c.spec() or changed):
-                if not selected:
-                    continue  # stale and not asked for: left out of the tables, never replaced
-                which = f" ({', '.join(changed)})" if changed else ""
-                raise UtadError(
-                    f"{done}: this cell finished with other settings{which} than {grid.path} now gives; use "
-                    "another --out (finished cells are never replaced)"
-                )
             if rec.get("status") == "done":
+                changed = settings_changed(rec.get("spec"), c, _trained_config(c, out))
+                if changed and not selected:
+                    continue  # stale and not asked for: left out of the tables, never replaced
+                if changed:
+                    raise UtadError(
+                        f"{done}: this cell finished with other settings ({', '.join(changed)}) than {grid.path} "
+                        "now gives; use another --out (finished cells are never replaced)"
+                    )
                 rec["paper"] = c.paper  # the published numbers may be added after the run
                 _backfill(out, c, rec)
                 records[c.id] = rec
@@ -398,8 +415,7 @@ def _published_cells(grid: Grid, publish: Path | None, echo) -> dict[str, dict]:
         rec = published.get(c.id)
         if rec is None or rec.get("status") != "done":
             continue
-        trained = rec.get("trained_config")
-        if rec.get("spec") != c.spec() or (trained is not None and config_changes(trained, c, str(path))):
+        if settings_changed(rec.get("spec"), c, rec.get("trained_config")):
             stale.append(c.id)
             continue
         kept[c.id] = {**rec, "paper": c.paper}
