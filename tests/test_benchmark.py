@@ -403,6 +403,14 @@ def test_budget_shows_the_cores_each_variant_kept_busy():
     assert "| 25.0 | 1.9 of 2 |" in render({**RESULTS, "cells": cells})
 
 
+def test_budget_names_each_schedule_when_a_grid_sets_epochs_per_dataset():
+    one, two = RESULTS["cells"]
+    cells = [one, {**two, "epochs": {"ienet": 10, "expert": 20}}, {**two, "dataset": "x"}]
+    assert "| ienet 30, expert 20 (2 cells); ienet 10, expert 20 (1 cell) |" in render(
+        {**RESULTS, "cells": cells}
+    )
+
+
 def test_mvtec_table_compares_with_the_paper_per_category():
     md = render({**RESULTS, "table": "mvtec"})
     # bottle: the grid's paper IoU 0.37; pill: Table 1's UTAD column (0.49), both against the defect-mean IoU

@@ -66,7 +66,7 @@ def budget(cells: list[dict]) -> str:
     for v in _variants(cells):
         group = [c for c in cells if c["variant"] == v]
         c = group[0]
-        epochs = ", ".join(f"{k} {n}" for k, n in (c.get("epochs") or {}).items()) or "one pass (no epochs)"
+        epochs = _epochs(group)
         weights = "pretrained" if c.get("backbone_pretrained") else "random weights"
         backbone = "none" if c.get("backbone") == "none" else f"{c.get('backbone')} ({weights})"
         extra = f", test with {' '.join(c['test_set'])}" if c.get("test_set") else ""
@@ -84,6 +84,18 @@ def budget(cells: list[dict]) -> str:
         )
     header = ["variant", "method", "preset", "px", "epochs", "train min (mean)", "cores busy", "backbone"]
     return _table(header, rows)
+
+
+def _epochs(group: list[dict]) -> str:
+    """The epochs of a variant's cells; where a grid sets them per dataset, each schedule with its cell count."""
+    each = [
+        ", ".join(f"{k} {n}" for k, n in (c.get("epochs") or {}).items()) or "one pass (no epochs)"
+        for c in group
+    ]
+    kinds = list(dict.fromkeys(each))
+    if len(kinds) == 1:
+        return kinds[0]
+    return "; ".join(f"{k} ({each.count(k)} cell{'s' if each.count(k) > 1 else ''})" for k in kinds)
 
 
 def _cores(group: list[dict]) -> str:
