@@ -24,7 +24,8 @@ taken from the directory the command runs in (the repository root for the shippe
 
 Resuming: a cell whose ``cell.json`` says ``done`` with the same settings is never run again; an interrupted
 cell continues from its checkpoint (``utad train --resume``) or, without one, restarts in its own folder. A
-finished cell whose grid settings changed is refused (pick another ``--out``), never silently replaced. After
+finished cell whose settings changed (the config it trained with against what the grid resolves to now, or its
+test-time settings) is refused (pick another ``--out``), never silently replaced. After
 every cell ``<grid name>.json`` and ``<grid name>.md`` are rewritten atomically in ``--out`` (and ``--publish``);
 cells published there before but not run in this ``--out`` (a fresh clone) keep their published record until
 they are run again, unless their settings changed since.
