@@ -49,19 +49,28 @@ def _pick_examples(preds, labels: np.ndarray, per_group: int = 3) -> list[int]:
 TEST_TIME_DATA = ("data.evaluate_on",)  # data settings a test may change (what it evaluates on)
 
 
+def _key(item: str) -> str:
+    return item.split("=", 1)[0].strip()
+
+
+def _overridden(cfg: UtadConfig, items: list[str]) -> UtadConfig:
+    """``cfg`` with the ``section.key=value`` test-time overrides ``items`` applied."""
+    values = to_dict(cfg)
+    for item in items:
+        apply_override(values, item)
+    return from_dict(values, "test overrides")
+
+
 def with_measurement(det: Detector, overrides: list[str], data: DataBundle) -> Detector:
     """The same trained networks with another measurement (``pm.*``) or detection (``detect.*``) setting,
     recalibrated on the run's validation images: Table 3's single measurements without retraining."""
-    values = to_dict(det.config)
     for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        if not key.startswith(("pm.", "detect.")):
+        if not _key(item).startswith(("pm.", "detect.")):
             raise UtadError(
                 f"{item}: only pm.*, detect.* and {', '.join(TEST_TIME_DATA)} can change at test time; retrain "
                 "for others"
             )
-        apply_override(values, item)
-    cfg = from_dict(values, "test overrides")
+    cfg = _overridden(det.config, overrides)
     pm, info = build_pm(cfg)
     new = Detector(det.ienet, det.expert, pm, cfg.detect, None, cfg.data.image_size).eval()
     new.config, new.backbone = cfg, info
@@ -86,12 +95,9 @@ def test_run(
     overrides = list(overrides or [])
     if overrides and out is None:
         raise UtadError("a test with --set overrides needs --out, so the run's own metrics.json is kept")
-    on_data = [o for o in overrides if o.split("=", 1)[0].strip() in TEST_TIME_DATA]
+    on_data = [o for o in overrides if _key(o) in TEST_TIME_DATA]
     if on_data:  # what to evaluate on, not how: no recalibration
-        values = to_dict(det.config)
-        for item in on_data:
-            apply_override(values, item)
-        det.config = from_dict(values, "test overrides")
+        det.config = _overridden(det.config, on_data)
     cfg: UtadConfig = det.config
     data = build_data(cfg.data, cfg.seed, run.parent / ".utad-cache")
     measurement = [o for o in overrides if o not in on_data]
