@@ -71,6 +71,27 @@ def test_test_with_other_measurement(trained_run, tmp_path, capsys):
     assert "only pm.*, detect.*" in capsys.readouterr().err
 
 
+def test_test_on_synthetic_defects_of_the_validation_images(trained_run, tmp_path):
+    """``utad test RUN --set data.evaluate_on=synthetic --out DIR``: the same networks and calibration on the
+    run's validation images, each as it is and with a drawn defect; the run's own metrics stay as they were."""
+    own = (trained_run / "metrics.json").read_text() if (trained_run / "metrics.json").exists() else None
+    out = tmp_path / "synthetic"
+    assert (
+        main(["test", str(trained_run), "--set", "data.evaluate_on=synthetic", "--out", str(out), "--quiet"])
+        == 0
+    )
+    m = json.loads((out / "metrics.json").read_text())
+    assert (
+        m["dataset"].endswith("-synthetic") and m["n_anomalous"] >= 2 and m["n_test"] == 2 * m["n_anomalous"]
+    )
+    assert m["eval_resolution"] == "32x32 (model)"
+    for key in ("image_auroc", "pixel_auroc", "aupro", "iou", "iou_defect_mean"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert (out / "report.png").stat().st_size > 10_000
+    if own is not None:
+        assert (trained_run / "metrics.json").read_text() == own
+
+
 def test_predict_command(trained_run, tmp_path, capsys):
     demo_data = next((trained_run.parent / ".utad-cache").glob("demo-*"))
     images = [demo_data / "test" / "color" / "001.png", demo_data / "test" / "good"]

@@ -78,3 +78,4 @@ def test_long_row_labels_fit_inside_the_panel(tmp_path):
     assert (img[:, :3] == 255).all()
     assert _short_name("fashion-mnist-test:1724") == "fashion-mnist-test:1724"
     assert _short_name("/data/bottle/test/broken_large/003.png") == "broken_large/003"
+    assert _short_name("/data/bottle/train/good/003.png#synthetic-stain") == "synthetic-stain/003"

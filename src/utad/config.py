@@ -36,7 +36,8 @@ class DataConfig:
     val_fraction: float = 0.1  # share of normal training images held out for normalisation and thresholds
     limit_test: int | None = None  # one-class: keep a stratified subset of this many test images (None = all)
     limit_train: int | None = None  # one-class: keep a fixed random subset of this many normal train images
-    evaluate_on: str = "test"  # one-class: test split | holdout: unused train images (to tune on)
+    evaluate_on: str = "test"  # test split | holdout: unused train images (one-class) | synthetic: defects
+    # drawn on the validation images (demo, mvtec, folder); holdout and synthetic are for choosing settings
     demo_seed: int = 0  # built-in demo: generator seed
     demo_size: int = 128  # built-in demo: crop side in pixels
     num_workers: int = 0  # DataLoader worker processes

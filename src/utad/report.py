@@ -94,8 +94,12 @@ def panel_mosaic(preds: list[Prediction], gts: list[np.ndarray | None] | None = 
 
 
 def _short_name(path: str) -> str:
-    """``defect type/image stem`` for a file (``crack/003``); a name without a folder (``mnist-test:12``) as is."""
+    """``defect type/image stem`` for a file (``crack/003``); a name without a folder (``mnist-test:12``) as is;
+    a synthetic defect on a validation image (``.../good/003.png#synthetic-stain``) as ``synthetic-stain/003``."""
+    path, _, synthetic = path.partition("#")
     p = Path(path)
+    if synthetic:
+        return f"{synthetic}/{p.stem}"
     return f"{p.parent.name}/{p.stem}" if p.parent.name else p.name
 
 

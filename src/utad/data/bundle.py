@@ -14,9 +14,11 @@ from utad.data.demo import write_demo
 from utad.data.images import open_image
 from utad.data.oneclass import load_one_class
 from utad.data.samples import Sample, list_folder, list_mvtec, split_validation
+from utad.data.synthetic import SyntheticDefects
 from utad.errors import DataError
 
 ONE_CLASS = ("mnist", "fashion-mnist", "cifar10")
+FILE_EVALUATE_ON = ("test", "synthetic")  # file-backed sources: the test split, or synthetic defects on val
 
 
 @dataclass
@@ -89,6 +91,11 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
         listing = list_folder(cfg.path, cfg.bad, cfg.mask_dir if cfg.masks else None, cfg.test_good)
     else:
         raise DataError(f"unknown data source {cfg.source!r} (demo, mvtec, folder, {', '.join(ONE_CLASS)})")
+    if cfg.evaluate_on not in FILE_EVALUATE_ON:
+        raise DataError(
+            f"data.evaluate_on={cfg.evaluate_on!r} is not available for source {cfg.source}: use "
+            f"{' or '.join(FILE_EVALUATE_ON)} (holdout is for the one-class sources {', '.join(ONE_CLASS)})"
+        )
     train_ok, bad_train = check_readable(listing.train)
     test_ok, bad_test = check_readable(listing.test)
     skipped = bad_train + bad_test
@@ -103,6 +110,22 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
     train, val = split_validation(train_ok, cfg.val_fraction, seed)
     if not val:
         raise DataError("no validation images: set data.val_fraction > 0 (needed to normalise anomaly maps)")
+    if cfg.evaluate_on == "synthetic":
+        if len(val) < 2:
+            raise DataError(
+                f"{listing.name}: data.evaluate_on=synthetic needs at least 2 validation images, the split "
+                f"has {len(val)}; raise data.val_fraction"
+            )
+        val_set = SampleDataset(val, size, ch)
+        return DataBundle(
+            name=f"{listing.name}-synthetic",
+            train=SampleDataset(train, size, ch),
+            val=val_set,
+            test=SyntheticDefects(val_set, seed, f"{listing.name}-synthetic"),
+            has_masks=True,
+            test_samples=None,
+            skipped=skipped,
+        )
     return DataBundle(
         name=listing.name,
         train=SampleDataset(train, size, ch),

@@ -178,7 +178,10 @@ def load_one_class(
     if not 0 <= normal_class <= 9:
         raise DataError(f"normal class must be 0..9, got {normal_class}")
     if evaluate_on not in EVALUATE_ON:
-        raise DataError(f"evaluate_on must be one of {', '.join(EVALUATE_ON)}, got {evaluate_on!r}")
+        raise DataError(
+            f"data.evaluate_on for a one-class dataset must be one of {', '.join(EVALUATE_ON)} (synthetic "
+            f"defects are for the demo, mvtec and folder sources), got {evaluate_on!r}"
+        )
     holdout = evaluate_on == "holdout"
     if holdout and limit_train is None:
         raise DataError(

@@ -1,0 +1,130 @@
+"""Synthetic defects on the validation images: an evaluation set for choosing settings without the test split.
+
+Not part of the paper. MVTec AD's training split holds normal images only, so a setting (an IE-Net code, a
+measurement's layers) chosen by test-set metrics is chosen on the test set. ``data.evaluate_on=synthetic``
+evaluates instead on the run's own validation images (held out from training), each twice: as it is (normal)
+and with one drawn defect whose mask is known (anomalous). Three kinds of defect, one per image in turn, in the
+spirit of CutPaste (Li et al., 2021) and DRAEM (Zavrtanik et al., 2021):
+
+- ``patch``: a rectangle cut from another validation image, flipped, pasted elsewhere (a structural defect);
+- ``stain``: an irregular blob of a random colour blended over the surface (contamination, colour defects);
+- ``scratch``: a thin random polyline, light or dark.
+
+Defects are drawn at the model resolution and are the same for every run with the same seed and validation
+split, so two variants are compared on the same images. The normal half is the images the run calibrated its
+maps on: that favours no variant, but rank metrics (AUROC, AUPRO) read more reliably here than IoU at alpha.
+Synthetic defects are not real ones: use these numbers to rank settings, and the test split to report.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+KINDS = ("patch", "stain", "scratch")
+
+
+def _ellipse(h: int, w: int, cy: float, cx: float, ry: float, rx: float, angle: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    c, s = np.cos(angle), np.sin(angle)
+    u = ((xx - cx) * c + (yy - cy) * s) / rx
+    v = (-(xx - cx) * s + (yy - cy) * c) / ry
+    return u * u + v * v <= 1.0
+
+
+def _patch(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(C, H, W) image with a flipped rectangle of ``donor`` pasted at a random place; the mask (H, W)."""
+    _, h, w = image.shape
+    ph = int(rng.integers(max(3, h // 12), max(4, h // 5) + 1))
+    pw = int(rng.integers(max(3, w // 12), max(4, w // 5) + 1))
+    sy, sx = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
+    ty, tx = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
+    piece = donor[:, sy : sy + ph, sx : sx + pw][:, ::-1, ::-1]
+    out = image.copy()
+    out[:, ty : ty + ph, tx : tx + pw] = piece
+    mask = np.zeros((h, w), bool)
+    mask[ty : ty + ph, tx : tx + pw] = True
+    return out, mask
+
+
+def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """An irregular blob (two to four overlapping ellipses) of one random colour, 60-90 % opaque."""
+    c, h, w = image.shape
+    cy, cx = rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w
+    mask = np.zeros((h, w), bool)
+    for _ in range(int(rng.integers(2, 5))):
+        ry, rx = rng.uniform(0.02, 0.07) * h, rng.uniform(0.02, 0.07) * w
+        oy, ox = rng.normal(0, 0.03 * h), rng.normal(0, 0.03 * w)
+        mask |= _ellipse(h, w, cy + oy, cx + ox, ry, rx, rng.uniform(0, np.pi))
+    colour = rng.uniform(0, 1, size=(c, 1, 1)).astype(image.dtype)
+    opacity = rng.uniform(0.6, 0.9)
+    out = np.where(mask[None], (1 - opacity) * image + opacity * colour, image)
+    return out, mask
+
+
+def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A polyline of three to five segments, one to two pixels wide (at 128 px), light or dark."""
+    _, h, w = image.shape
+    points = [np.array([rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w])]
+    step = 0.08 * min(h, w)
+    for _ in range(int(rng.integers(3, 6))):
+        angle = rng.uniform(0, 2 * np.pi)
+        points.append(
+            np.clip(points[-1] + step * np.array([np.sin(angle), np.cos(angle)]), 0, [h - 1, w - 1])
+        )
+    radius = max(0.6, min(h, w) / 128)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    mask = np.zeros((h, w), bool)
+    for a, b in itertools.pairwise(points):
+        d = b - a
+        t = np.clip(((yy - a[0]) * d[0] + (xx - a[1]) * d[1]) / max(float(d @ d), 1e-6), 0, 1)
+        mask |= (yy - a[0] - t * d[0]) ** 2 + (xx - a[1] - t * d[1]) ** 2 <= radius**2
+    value = np.float32(rng.choice([0.05, 0.95]))
+    out = np.where(mask[None], value, image).astype(image.dtype)
+    return out, mask
+
+
+class SyntheticDefects(Dataset):
+    """``base`` (items with ``image`` (C, H, W) in [0, 1]) twice: items ``0..n-1`` as they are (label 0),
+    items ``n..2n-1`` each with one synthetic defect (label 1, its mask); kinds cycle patch, stain, scratch."""
+
+    def __init__(self, base: Dataset, seed: int = 0, name: str = "synthetic") -> None:
+        if len(base) < 2:
+            raise ValueError(f"synthetic defects need at least 2 validation images, got {len(base)}")
+        self.base = base
+        self.seed = seed
+        self.name = name
+        n = len(base)
+        self.labels = np.r_[np.zeros(n, np.int64), np.ones(n, np.int64)]
+
+    def __len__(self) -> int:
+        return 2 * len(self.base)
+
+    def kind(self, i: int) -> str | None:
+        """The defect drawn on item ``i`` (None for the normal half)."""
+        n = len(self.base)
+        return None if i < n else KINDS[(i - n) % len(KINDS)]
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self.base)
+        item = dict(self.base[i % n])
+        kind = self.kind(i)
+        if kind is None:
+            return item
+        rng = np.random.default_rng([self.seed, i])
+        image = item["image"].numpy()
+        if kind == "patch":
+            donor = self.base[(i - n + 1 + int(rng.integers(0, n - 1))) % n]["image"].numpy()
+            out, mask = _patch(image, donor, rng)
+        elif kind == "stain":
+            out, mask = _stain(image, rng)
+        else:
+            out, mask = _scratch(image, rng)
+        item["image"] = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+        item["mask"] = torch.from_numpy(mask[None])
+        item["label"] = 1
+        item["path"] = f"{item['path']}#synthetic-{kind}"
+        return item
