@@ -6,9 +6,13 @@ evaluates instead on the run's own validation images (held out from training), e
 and with one drawn defect whose mask is known (anomalous). Three kinds of defect, one per image in turn, in the
 spirit of CutPaste (Li et al., 2021) and DRAEM (Zavrtanik et al., 2021):
 
-- ``patch``: a rectangle cut from another validation image, flipped, pasted elsewhere (a structural defect);
-- ``stain``: an irregular blob of a random colour blended over the surface (contamination, colour defects);
+- ``patch``: a rectangle (1/16 to 1/8 of the side) cut from another validation image, flipped, pasted
+  elsewhere (a structural defect);
+- ``stain``: an irregular blob of a random colour, 30-80 % opaque (contamination, colour defects);
 - ``scratch``: a thin random polyline, light or dark.
+
+The defects are kept small and partly transparent: real defects are, and a set of easy ones ranks every
+variant near 1.
 
 Defects are drawn at the model resolution and are the same for every run with the same seed and validation
 split, so two variants are compared on the same images. The normal half is the images the run calibrated its
@@ -38,8 +42,8 @@ def _ellipse(h: int, w: int, cy: float, cx: float, ry: float, rx: float, angle: 
 def _patch(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(C, H, W) image with a flipped rectangle of ``donor`` pasted at a random place; the mask (H, W)."""
     _, h, w = image.shape
-    ph = int(rng.integers(max(3, h // 12), max(4, h // 5) + 1))
-    pw = int(rng.integers(max(3, w // 12), max(4, w // 5) + 1))
+    ph = int(rng.integers(max(3, h // 16), max(4, h // 8) + 1))
+    pw = int(rng.integers(max(3, w // 16), max(4, w // 8) + 1))
     sy, sx = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
     ty, tx = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
     piece = donor[:, sy : sy + ph, sx : sx + pw][:, ::-1, ::-1]
@@ -51,22 +55,23 @@ def _patch(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> tu
 
 
 def _stain(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """An irregular blob (two to four overlapping ellipses) of one random colour, 60-90 % opaque."""
+    """An irregular blob (two to four overlapping ellipses) of one random colour, 30-80 % opaque."""
     c, h, w = image.shape
     cy, cx = rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w
     mask = np.zeros((h, w), bool)
     for _ in range(int(rng.integers(2, 5))):
-        ry, rx = rng.uniform(0.02, 0.07) * h, rng.uniform(0.02, 0.07) * w
-        oy, ox = rng.normal(0, 0.03 * h), rng.normal(0, 0.03 * w)
+        ry, rx = rng.uniform(0.015, 0.05) * h, rng.uniform(0.015, 0.05) * w
+        oy, ox = rng.normal(0, 0.02 * h), rng.normal(0, 0.02 * w)
         mask |= _ellipse(h, w, cy + oy, cx + ox, ry, rx, rng.uniform(0, np.pi))
     colour = rng.uniform(0, 1, size=(c, 1, 1)).astype(image.dtype)
-    opacity = rng.uniform(0.6, 0.9)
+    opacity = rng.uniform(0.3, 0.8)
     out = np.where(mask[None], (1 - opacity) * image + opacity * colour, image)
     return out, mask
 
 
 def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A polyline of three to five segments, one to two pixels wide (at 128 px), light or dark."""
+    """A polyline of three to five segments, one to two pixels wide (at 128 px), light or dark, 60-100 %
+    opaque."""
     _, h, w = image.shape
     points = [np.array([rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w])]
     step = 0.08 * min(h, w)
@@ -82,8 +87,8 @@ def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
         d = b - a
         t = np.clip(((yy - a[0]) * d[0] + (xx - a[1]) * d[1]) / max(float(d @ d), 1e-6), 0, 1)
         mask |= (yy - a[0] - t * d[0]) ** 2 + (xx - a[1] - t * d[1]) ** 2 <= radius**2
-    value = np.float32(rng.choice([0.05, 0.95]))
-    out = np.where(mask[None], value, image).astype(image.dtype)
+    value, opacity = rng.choice([0.05, 0.95]), rng.uniform(0.6, 1.0)
+    out = np.where(mask[None], (1 - opacity) * image + opacity * value, image).astype(image.dtype)
     return out, mask
 
 
