@@ -31,19 +31,19 @@ class Flat(torch.utils.data.Dataset):
         }
 
 
-def test_each_image_comes_once_as_it_is_and_once_with_a_masked_defect():
+def test_each_image_comes_as_it_is_and_with_each_kind_of_masked_defect():
     base = Flat(4)
     syn = SyntheticDefects(base, seed=3)
-    assert len(syn) == 8 and syn.labels.tolist() == [0] * 4 + [1] * 4
-    assert [syn.kind(i) for i in range(4, 8)] == [*KINDS, KINDS[0]]
+    assert len(syn) == 16 and syn.labels.tolist() == [0] * 4 + [1] * 12
+    assert [syn.kind(i) for i in range(16)] == [None] * 4 + [k for k in KINDS for _ in range(4)]
     for i in range(4):
         item = syn[i]
         assert torch.equal(item["image"], base[i]["image"]) and not item["mask"].any() and item["label"] == 0
-    for i in range(4, 8):
-        item, clean = syn[i], base[i - 4]["image"]
+    for i in range(4, 16):
+        item, clean = syn[i], base[i % 4]["image"]
         mask = item["mask"][0]
         changed = (item["image"] - clean).abs().amax(0) > 1e-6
-        assert item["label"] == 1 and item["path"] == f"a:{i - 4}#synthetic-{syn.kind(i)}"
+        assert item["label"] == 1 and item["path"] == f"a:{i % 4}#synthetic-{syn.kind(i)}"
         assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.float32
         assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
         assert 4 <= mask.sum() <= 0.25 * 64 * 64  # a defect, not the whole image
@@ -56,7 +56,7 @@ def test_each_image_comes_once_as_it_is_and_once_with_a_masked_defect():
 
 def test_a_patch_comes_from_another_validation_image():
     base = Flat(3)
-    item = SyntheticDefects(base, seed=0)[3]  # the first defect is a patch on image 0
+    item = SyntheticDefects(base, seed=0)[3]  # a patch on image 0
     levels = set(np.round(item["image"][0][item["mask"][0]].unique().numpy(), 3).tolist())
     assert levels and levels <= {0.35, 0.5}  # pasted from image 1 or 2, not from image 0 (0.2)
 
@@ -67,7 +67,7 @@ def test_mvtec_data_evaluated_on_synthetic_defects(tiny_mvtec, tmp_path):
     )
     data = build_data(cfg, seed=0, cache=tmp_path)
     assert data.name == "widget-synthetic" and data.has_masks and data.test_samples is None
-    assert len(data.val) == 2 and len(data.test) == 4 and data.test.labels.tolist() == [0, 0, 1, 1]
+    assert len(data.val) == 2 and len(data.test) == 8 and data.test.labels.tolist() == [0, 0, *[1] * 6]
     assert data.test[2]["mask"].shape == (1, 32, 32) and data.test[2]["mask"].any()
     with pytest.raises(DataError, match="needs at least 2 validation images, the split has 1"):
         build_data(

@@ -2,9 +2,9 @@
 
 Not part of the paper. MVTec AD's training split holds normal images only, so a setting (an IE-Net code, a
 measurement's layers) chosen by test-set metrics is chosen on the test set. ``data.evaluate_on=synthetic``
-evaluates instead on the run's own validation images (held out from training), each twice: as it is (normal)
-and with one drawn defect whose mask is known (anomalous). Three kinds of defect, one per image in turn, in the
-spirit of CutPaste (Li et al., 2021) and DRAEM (Zavrtanik et al., 2021):
+evaluates instead on the run's own validation images (held out from training), each four times: as it is
+(normal) and with each of three kinds of drawn defect whose mask is known (anomalous), in the spirit of
+CutPaste (Li et al., 2021) and DRAEM (Zavrtanik et al., 2021):
 
 - ``patch``: a rectangle (1/16 to 1/8 of the side) cut from another validation image, flipped, pasted
   elsewhere (a structural defect);
@@ -93,8 +93,8 @@ def _scratch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
 
 
 class SyntheticDefects(Dataset):
-    """``base`` (items with ``image`` (C, H, W) in [0, 1]) twice: items ``0..n-1`` as they are (label 0),
-    items ``n..2n-1`` each with one synthetic defect (label 1, its mask); kinds cycle patch, stain, scratch."""
+    """``base`` (n items with ``image`` (C, H, W) in [0, 1]) four times: items ``0..n-1`` as they are (label
+    0), then each image with a patch (items ``n..2n-1``), a stain and a scratch (label 1, the defect's mask)."""
 
     def __init__(self, base: Dataset, seed: int = 0, name: str = "synthetic") -> None:
         if len(base) < 2:
@@ -103,15 +103,15 @@ class SyntheticDefects(Dataset):
         self.seed = seed
         self.name = name
         n = len(base)
-        self.labels = np.r_[np.zeros(n, np.int64), np.ones(n, np.int64)]
+        self.labels = np.r_[np.zeros(n, np.int64), np.ones(len(KINDS) * n, np.int64)]
 
     def __len__(self) -> int:
-        return 2 * len(self.base)
+        return (1 + len(KINDS)) * len(self.base)
 
     def kind(self, i: int) -> str | None:
         """The defect drawn on item ``i`` (None for the normal half)."""
         n = len(self.base)
-        return None if i < n else KINDS[(i - n) % len(KINDS)]
+        return None if i < n else KINDS[i // n - 1]
 
     def __getitem__(self, i: int) -> dict:
         n = len(self.base)
@@ -122,7 +122,7 @@ class SyntheticDefects(Dataset):
         rng = np.random.default_rng([self.seed, i])
         image = item["image"].numpy()
         if kind == "patch":
-            donor = self.base[(i - n + 1 + int(rng.integers(0, n - 1))) % n]["image"].numpy()
+            donor = self.base[(i + 1 + int(rng.integers(0, n - 1))) % n]["image"].numpy()
             out, mask = _patch(image, donor, rng)
         elif kind == "stain":
             out, mask = _stain(image, rng)
