@@ -15,7 +15,7 @@ The defects are kept small and partly transparent: real defects are, and a set o
 variant near 1.
 
 Defects are drawn at the model resolution and are the same for every run with the same seed and validation
-split, so two variants are compared on the same images. The normal half is the images the run calibrated its
+split, so two variants are compared on the same images. The normal quarter is the images the run calibrated its
 maps on: that favours no variant, but rank metrics (AUROC, AUPRO) read more reliably here than IoU at alpha.
 Synthetic defects are not real ones: use these numbers to rank settings, and the test split to report.
 """
