@@ -96,6 +96,23 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_choose(args: argparse.Namespace) -> int:
+    from utad.choose import choose_measurement, parse_candidates
+
+    choice = choose_measurement(
+        args.run, args.out, parse_candidates(args.candidate), progress=not args.quiet, device=args.device
+    )
+    print(f"measurements on {choice['evaluated_on']}:")
+    for r in choice["candidates"]:
+        mark = "*" if r["name"] == choice["chosen"] else " "
+        print(
+            f"{mark} {r['name']:<14} image AUROC {r['image_auroc']:.3f}  pixel AUROC {r['pixel_auroc']:.3f}  "
+            f"AUPRO {r['aupro']:.3f}  IoU {r['iou']:.3f}  {' '.join(r['overrides']) or '(the run as trained)'}"
+        )
+    print(f"chose {choice['chosen']} ({choice['rule']}); wrote {args.out} (test it: utad test {args.out})")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from utad.runs import test_run
 
@@ -254,6 +271,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N",
     )
     te.set_defaults(func=_cmd_test)
+
+    ch = sub.add_parser(
+        "choose",
+        help="pick a run's measurement (PM layers, terms) on synthetic defects of its validation images, "
+        "into a new run folder (not the paper's protocol; the test split is not used)",
+    )
+    ch.add_argument("run", help="run folder written by utad train (method utad)")
+    ch.add_argument("--out", required=True, help="new run folder: the same networks, the chosen measurement")
+    ch.add_argument(
+        "--candidate",
+        action="append",
+        metavar="NAME:KEY=VALUE[;KEY=VALUE]",
+        help="a measurement to compare with the run's own, e.g. 'deep:pm.layers=[conv3_4]' (repeatable; "
+        "default: layers 2-3, layer 3, term x-m, term x-x^)",
+    )
+    ch.add_argument("--quiet", action="store_true", help="no progress bars")
+    ch.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ch.set_defaults(func=_cmd_choose)
 
     rp = sub.add_parser("report", help="evaluate a run and write report.html, one self-contained page")
     rp.add_argument("run", help="run folder written by utad train")

@@ -53,7 +53,7 @@ def _key(item: str) -> str:
     return item.split("=", 1)[0].strip()
 
 
-def _overridden(cfg: UtadConfig, items: list[str]) -> UtadConfig:
+def overridden(cfg: UtadConfig, items: list[str]) -> UtadConfig:
     """``cfg`` with the ``section.key=value`` test-time overrides ``items`` applied."""
     values = to_dict(cfg)
     for item in items:
@@ -70,7 +70,7 @@ def with_measurement(det: Detector, overrides: list[str], data: DataBundle) -> D
                 f"{item}: only pm.*, detect.* and {', '.join(TEST_TIME_DATA)} can change at test time; retrain "
                 "for others"
             )
-    cfg = _overridden(det.config, overrides)
+    cfg = overridden(det.config, overrides)
     pm, info = build_pm(cfg)
     new = Detector(det.ienet, det.expert, pm, cfg.detect, None, cfg.data.image_size).eval()
     new.config, new.backbone = cfg, info
@@ -97,7 +97,7 @@ def test_run(
         raise UtadError("a test with --set overrides needs --out, so the run's own metrics.json is kept")
     on_data = [o for o in overrides if _key(o) in TEST_TIME_DATA]
     if on_data:  # what to evaluate on, not how: no recalibration
-        det.config = _overridden(det.config, on_data)
+        det.config = overridden(det.config, on_data)
     cfg: UtadConfig = det.config
     data = build_data(cfg.data, cfg.seed, run.parent / ".utad-cache")
     measurement = [o for o in overrides if o not in on_data]

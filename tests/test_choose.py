@@ -1,0 +1,75 @@
+"""``utad choose``: measurements compared on synthetic defects of the validation images, the best one written
+into a new run folder that test / predict use; the trained run is left as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from utad.choose import CANDIDATES, parse_candidates
+from utad.cli import main
+from utad.errors import UtadError
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_choose_writes_the_best_measurement_into_a_new_run(trained_run, tmp_path, capsys):
+    before = digest(trained_run / "checkpoint.pt")
+    out = tmp_path / "chosen"
+    args = ["choose", str(trained_run), "--out", str(out), "--quiet"]
+    cands = [
+        "--candidate",
+        "deep:pm.layers=[conv3_4]",
+        "--candidate",
+        "pixel:pm.distance=pixel;pm.terms=[x_xhat]",
+    ]
+    assert main([*args, *cands]) == 0
+    choice = json.loads((out / "choice.json").read_text())
+    rows = {r["name"]: r for r in choice["candidates"]}
+    assert list(rows) == ["as-trained", "deep", "pixel"]
+    assert rows["pixel"]["overrides"] == ["pm.distance=pixel", "pm.terms=[x_xhat]"]
+    for r in rows.values():
+        assert r["score"] == pytest.approx(np.mean([r["image_auroc"], r["pixel_auroc"], r["aupro"]]))
+    assert choice["chosen"] == max(rows.values(), key=lambda r: r["score"])["name"]
+    assert "-synthetic" in choice["evaluated_on"]
+    pm = yaml.safe_load((out / "config.yaml").read_text())["pm"]
+    trained_pm = yaml.safe_load((trained_run / "config.yaml").read_text())["pm"]
+    expected = {
+        "as-trained": trained_pm,
+        "deep": {**trained_pm, "layers": ["conv3_4"]},
+        "pixel": {**trained_pm, "distance": "pixel", "terms": ["x_xhat"]},
+    }[choice["chosen"]]
+    assert {k: pm[k] for k in ("layers", "terms", "distance")} == {
+        k: expected[k] for k in ("layers", "terms", "distance")
+    }
+    assert f"chose {choice['chosen']}" in capsys.readouterr().out
+    # the new run is a run: its test measures with the chosen measurement, on the test split
+    assert main(["test", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (
+        metrics["config"]["pm"]["layers"] == pm["layers"]
+        and metrics["config"]["data"]["evaluate_on"] == "test"
+    )
+    assert digest(trained_run / "checkpoint.pt") == before
+    # nothing is overwritten
+    assert main([*args, *cands]) == 2
+    assert "folder exists and is not empty" in capsys.readouterr().err
+
+
+def test_candidates_are_parsed_and_bad_ones_named():
+    assert parse_candidates(None) == CANDIDATES and parse_candidates(None) is not CANDIDATES
+    assert parse_candidates(["a:pm.layers=[conv1_2];pm.terms=[x_m]"]) == {
+        "as-trained": [],
+        "a": ["pm.layers=[conv1_2]", "pm.terms=[x_m]"],
+    }
+    for bad in ("pm.layers=[conv1_2]", "a:", ":pm.terms=[x_m]"):
+        with pytest.raises(UtadError, match="expected NAME:KEY=VALUE"):
+            parse_candidates([bad])
+    with pytest.raises(UtadError, match="the name 'a' is used twice"):
+        parse_candidates(["a:pm.terms=[x_m]", "a:pm.terms=[x_xhat]"])
