@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
 import yaml
 
-from utad.choose import CANDIDATES, parse_candidates
+from utad.checkpoint import load_checkpoint, save_checkpoint
+from utad.choose import CANDIDATES, choose_measurement, parse_candidates
 from utad.cli import main
 from utad.errors import UtadError
 
@@ -73,3 +75,26 @@ def test_candidates_are_parsed_and_bad_ones_named():
             parse_candidates([bad])
     with pytest.raises(UtadError, match="the name 'a' is used twice"):
         parse_candidates(["a:pm.terms=[x_m]", "a:pm.terms=[x_xhat]"])
+
+
+def test_choose_between_runs_trained_alike_and_refuse_runs_with_other_validation_images(
+    trained_run, repeat_run, tmp_path
+):
+    """Two runs of the same data and seed (here the same command twice) share their synthetic defects, so the
+    choice spans both: the best (run, measurement) of all rows; a run with another seed is refused by name."""
+    cands = {"as-trained": [], "deep": ["pm.layers=[conv3_4]"]}
+    choice = choose_measurement([trained_run, repeat_run], tmp_path / "both", cands, progress=False)
+    rows = choice["candidates"]
+    assert [(r["run"], r["name"]) for r in rows] == [
+        (str(run), name) for run in (trained_run, repeat_run) for name in cands
+    ]
+    best = max(rows, key=lambda r: r["score"])
+    assert (choice["chosen_run"], choice["chosen"]) == (best["run"], best["name"])
+    other = tmp_path / "other-seed"
+    shutil.copytree(trained_run, other)
+    ckpt = load_checkpoint(other)
+    ckpt["config"]["seed"] = 7
+    save_checkpoint(other, ckpt)
+    with pytest.raises(UtadError, match="other-seed: its validation images or seed differ"):
+        choose_measurement([trained_run, other], tmp_path / "x", cands, progress=False)
+    assert not (tmp_path / "x").exists()

@@ -1,4 +1,5 @@
-"""``utad choose``: pick a trained run's measurement on synthetic defects of its validation images.
+"""``utad choose``: pick a trained run's measurement (and, given several runs, the run) on synthetic defects of
+the validation images.
 
 Not part of the paper, which fixes PM to three VGG-19 layers and three terms (Eq. 8). Which layers and terms
 separate defects from normal variation best depends on the category and the backbone (on bottle with
@@ -7,11 +8,14 @@ mvtec-choice.md``), and MVTec's training split has no defects to choose with. Th
 candidate measurement with the same networks on ``data.evaluate_on=synthetic`` (``utad.data.synthetic``: the
 run's validation images, as they are and with drawn defects), picks the best by ``RULE``, and writes a new run
 folder: the same network weights with the chosen measurement, recalibrated on the validation images, so that
-``utad test / predict / export`` use it. The trained run is never changed.
+``utad test / predict / export`` use it. Given several runs trained on the same data with the same seed (so the
+same validation images and defects), e.g. IE-Net with a code per position and with one code per image, it
+also chooses between them. The trained runs are never changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -56,46 +60,69 @@ def parse_candidates(items: list[str] | None) -> dict[str, list[str]]:
     return out
 
 
+def _validation_digest(data) -> str:
+    """A digest of the validation images' pixels (where the data lives does not matter, what it holds does)."""
+    h = hashlib.sha256()
+    for i in range(len(data.val)):
+        h.update(data.val[i]["image"].numpy().tobytes())
+    return h.hexdigest()
+
+
 def choose_measurement(
-    run: str | os.PathLike,
+    runs: str | os.PathLike | list[str | os.PathLike],
     out: str | os.PathLike,
     candidates: dict[str, list[str]] | None = None,
     progress: bool = True,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Measure ``candidates`` (default ``CANDIDATES``) on synthetic defects of ``run``'s validation images,
-    write ``out`` (a new run folder with the chosen measurement, and ``choice.json``); returns the choice."""
-    run, out = Path(run), Path(out)
+    """Measure ``candidates`` (default ``CANDIDATES``) with each of ``runs`` (trained on the same data with the
+    same seed, e.g. two IE-Net codes) on synthetic defects of their validation images; write ``out`` (a new
+    run folder: the best run's networks with the best measurement, and ``choice.json``); returns the choice."""
+    runs = [Path(r) for r in (runs if isinstance(runs, list) else [runs])]
+    out = Path(out)
     prepare_run_dir(out, create=False)  # refuse an existing, non-empty folder before any work
-    det = Detector.load(run, device)
-    if det.config.method != "utad" or det.pm is None:
-        raise UtadError(f"{run}: method {det.config.method} has no perceptual measurement to choose")
     candidates = dict(CANDIDATES if candidates is None else candidates)
-    cfg = det.config
-    synthetic = overridden(cfg, ["data.evaluate_on=synthetic"]).data
-    data = build_data(synthetic, cfg.seed, run.parent / ".utad-cache")
-    rows, detectors = [], {}
-    for name, overrides in candidates.items():
-        cand = with_measurement(det, overrides, data) if overrides else det
-        metrics, _ = evaluate(cand, data, cfg.train.batch_size, progress)
-        score = float(np.mean([metrics[k] for k in RULE_KEYS]))
-        rows.append(
-            {
-                "name": name,
-                "overrides": overrides,
-                "score": score,
-                **{k: metrics[k] for k in (*RULE_KEYS, "iou", "iou_defect_mean")},
-            }
-        )
-        detectors[name] = cand
+    rows, detectors, val_names, seed, evaluated_on = [], {}, None, None, ""
+    for run in runs:
+        det = Detector.load(run, device)
+        if det.config.method != "utad" or det.pm is None:
+            raise UtadError(f"{run}: method {det.config.method} has no perceptual measurement to choose")
+        cfg = det.config
+        synthetic = overridden(cfg, ["data.evaluate_on=synthetic"]).data
+        data = build_data(synthetic, cfg.seed, run.parent / ".utad-cache")
+        names = _validation_digest(data)
+        if val_names is None:
+            val_names, seed = names, cfg.seed
+            n_defects = int(data.test.labels.sum())
+            evaluated_on = f"{data.name}: {len(data.test)} images ({n_defects} with a defect)"
+        elif names != val_names or cfg.seed != seed:
+            raise UtadError(
+                f"{run}: its validation images or seed differ from {runs[0]}'s, so their synthetic defects "
+                "differ; runs compared by utad choose need the same data, data.val_fraction and seed"
+            )
+        for name, overrides in candidates.items():
+            cand = with_measurement(det, overrides, data) if overrides else det
+            metrics, _ = evaluate(cand, data, cfg.train.batch_size, progress)
+            rows.append(
+                {
+                    "run": str(run),
+                    "name": name,
+                    "overrides": overrides,
+                    "score": float(np.mean([metrics[k] for k in RULE_KEYS])),
+                    **{k: metrics[k] for k in (*RULE_KEYS, "iou", "iou_defect_mean")},
+                }
+            )
+            detectors[(str(run), name)] = cand
     best = max(rows, key=lambda r: r["score"])  # max keeps the first of equal scores
-    chosen = detectors[best["name"]]
-    ckpt = load_checkpoint(run)
+    chosen = detectors[(best["run"], best["name"])]
+    source = Path(best["run"])
+    ckpt = load_checkpoint(source)
     ckpt.update(config=to_dict(chosen.config), norm=dict(chosen.norm), backbone=chosen.backbone.to_dict())
     choice = {
-        "run": str(run),
+        "runs": [str(r) for r in runs],
         "rule": RULE,
-        "evaluated_on": f"{data.name}: {len(data.test)} images ({int(data.test.labels.sum())} with a defect)",
+        "evaluated_on": evaluated_on,
+        "chosen_run": best["run"],
         "chosen": best["name"],
         "overrides": best["overrides"],
         "candidates": rows,
@@ -104,7 +131,7 @@ def choose_measurement(
     save_checkpoint(out, ckpt)
     write_text(out / "config.yaml", dump_yaml(chosen.config))
     for name in ("history.json", "learning_curve.png"):
-        if (run / name).is_file():
-            shutil.copy2(run / name, out / name)
+        if (source / name).is_file():
+            shutil.copy2(source / name, out / name)
     write_json(out / "choice.json", choice)
     return choice

@@ -104,12 +104,14 @@ def _cmd_choose(args: argparse.Namespace) -> int:
     )
     print(f"measurements on {choice['evaluated_on']}:")
     for r in choice["candidates"]:
-        mark = "*" if r["name"] == choice["chosen"] else " "
+        mark = "*" if (r["run"], r["name"]) == (choice["chosen_run"], choice["chosen"]) else " "
+        where = f"{r['run']}: " if len(choice["runs"]) > 1 else ""
         print(
-            f"{mark} {r['name']:<14} image AUROC {r['image_auroc']:.3f}  pixel AUROC {r['pixel_auroc']:.3f}  "
+            f"{mark} {where}{r['name']:<14} image AUROC {r['image_auroc']:.3f}  pixel AUROC {r['pixel_auroc']:.3f}  "
             f"AUPRO {r['aupro']:.3f}  IoU {r['iou']:.3f}  {' '.join(r['overrides']) or '(the run as trained)'}"
         )
-    print(f"chose {choice['chosen']} ({choice['rule']}); wrote {args.out} (test it: utad test {args.out})")
+    picked = choice["chosen"] if len(choice["runs"]) == 1 else f"{choice['chosen']} of {choice['chosen_run']}"
+    print(f"chose {picked} ({choice['rule']}); wrote {args.out} (test it: utad test {args.out})")
     return 0
 
 
@@ -277,7 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pick a run's measurement (PM layers, terms) on synthetic defects of its validation images, "
         "into a new run folder (not the paper's protocol; the test split is not used)",
     )
-    ch.add_argument("run", help="run folder written by utad train (method utad)")
+    ch.add_argument(
+        "run",
+        nargs="+",
+        help="run folder(s) written by utad train (method utad); several: trained on the same data with the "
+        "same seed (e.g. IE-Net's two codes), the best run and measurement together",
+    )
     ch.add_argument("--out", required=True, help="new run folder: the same networks, the chosen measurement")
     ch.add_argument(
         "--candidate",
