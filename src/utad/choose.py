@@ -82,7 +82,7 @@ def choose_measurement(
     out = Path(out)
     prepare_run_dir(out, create=False)  # refuse an existing, non-empty folder before any work
     candidates = dict(CANDIDATES if candidates is None else candidates)
-    rows, detectors, val_names, seed, evaluated_on = [], {}, None, None, ""
+    rows, detectors, val_digest, seed, evaluated_on = [], {}, None, None, ""
     for run in runs:
         det = Detector.load(run, device)
         if det.config.method != "utad" or det.pm is None:
@@ -90,12 +90,12 @@ def choose_measurement(
         cfg = det.config
         synthetic = overridden(cfg, ["data.evaluate_on=synthetic"]).data
         data = build_data(synthetic, cfg.seed, run.parent / ".utad-cache")
-        names = _validation_digest(data)
-        if val_names is None:
-            val_names, seed = names, cfg.seed
+        digest = _validation_digest(data)
+        if val_digest is None:
+            val_digest, seed = digest, cfg.seed
             n_defects = int(data.test.labels.sum())
             evaluated_on = f"{data.name}: {len(data.test)} images ({n_defects} with a defect)"
-        elif names != val_names or cfg.seed != seed:
+        elif digest != val_digest or cfg.seed != seed:
             raise UtadError(
                 f"{run}: its validation images or seed differ from {runs[0]}'s, so their synthetic defects "
                 "differ; runs compared by utad choose need the same data, data.val_fraction and seed"
