@@ -46,7 +46,8 @@ def agreement(cells: list[dict]) -> list[dict]:
         for key in METRICS:
             syn = [pairs[n][0][key] for n in names]
             test = [pairs[n][1][key] for n in names]
-            rho = spearmanr(syn, test).statistic if len(names) > 2 else None
+            constant = len(set(syn)) < 2 or len(set(test)) < 2  # e.g. every test AUROC 1.0: undefined
+            rho = None if len(names) < 3 or constant else float(spearmanr(syn, test).statistic)
             row[key] = {"synthetic": dict(zip(names, syn)), "test": dict(zip(names, test)), "spearman": rho}
         score = {n: float(np.mean([pairs[n][0][k] for k in METRICS])) for n in names}
         chosen = max(score, key=score.get)
@@ -63,7 +64,10 @@ def main() -> None:
     args = ap.parse_args()
     rows = agreement(json.loads(args.results.read_text())["cells"])
     for r in rows:
-        rhos = ", ".join(f"{k} {r[k]['spearman']:.2f}" for k in METRICS if r[k]["spearman"] is not None)
+        rhos = ", ".join(
+            f"{k} {'undefined (one value)' if r[k]['spearman'] is None else format(r[k]['spearman'], '.2f')}"
+            for k in METRICS
+        )
         t = r["chosen_test"]
         print(
             f"{r['dataset']}/{r['run']}: {len(r['measurements'])} measurements, Spearman syn vs test: {rhos}; "
