@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="evaluate another measurement with the same networks, e.g. pm.terms=[x_xhat] or pm.distance=pixel "
         "(pm.* and detect.*, recalibrated on validation images; or data.evaluate_on=holdout: a one-class run "
-        "on training images it did not use, to choose settings without the test split; needs --out)",
+        "on training images it did not use, or data.evaluate_on=synthetic: drawn defects on the validation "
+        "images, to choose settings without the test split; needs --out)",
     )
     te.add_argument("--quiet", action="store_true", help="no progress bars")
     te.add_argument("--no-report", action="store_true", help="skip report.html")
@@ -276,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ch = sub.add_parser(
         "choose",
-        help="pick a run's measurement (PM layers, terms) on synthetic defects of its validation images, "
+        help="pick a run's measurement (PM layers and terms, detect.* score settings) on synthetic defects of "
+        "its validation images, "
         "into a new run folder (not the paper's protocol; the test split is not used)",
     )
     ch.add_argument(
