@@ -17,10 +17,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 from scipy.stats import spearmanr
 
-METRICS = ("image_auroc", "pixel_auroc", "aupro")
+from utad.choose import RULE, RULE_KEYS, rule_score
+
+METRICS = RULE_KEYS  # the metrics `utad choose` ranks by
 
 
 def _pairs(cells: list[dict]) -> dict[tuple[str, str], dict[str, tuple[dict, dict]]]:
@@ -49,7 +50,7 @@ def agreement(cells: list[dict]) -> list[dict]:
             constant = len(set(syn)) < 2 or len(set(test)) < 2  # e.g. every test AUROC 1.0: undefined
             rho = None if len(names) < 3 or constant else float(spearmanr(syn, test).statistic)
             row[key] = {"synthetic": dict(zip(names, syn)), "test": dict(zip(names, test)), "spearman": rho}
-        score = {n: float(np.mean([pairs[n][0][k] for k in METRICS])) for n in names}
+        score = {n: rule_score(pairs[n][0]) for n in names}
         chosen = max(score, key=score.get)
         row["chosen"] = chosen
         row["chosen_test"] = {k: pairs[chosen][1][k] for k in (*METRICS, "iou", "iou_defect_mean")}
@@ -77,7 +78,7 @@ def main() -> None:
     if args.json:
         payload = {
             "source": str(args.results),
-            "rule": "best mean of image AUROC, pixel AUROC, AUPRO on synthetic",
+            "rule": RULE,
         }
         args.json.write_text(json.dumps({**payload, "rows": rows}, indent=1) + "\n")
 

@@ -44,6 +44,11 @@ RULE_KEYS = ("image_auroc", "pixel_auroc", "aupro")
 RULE = "the highest mean of image AUROC, pixel AUROC and AUPRO on the synthetic defects (ties: listed first)"
 
 
+def rule_score(metrics: dict[str, Any]) -> float:
+    """What ``RULE`` ranks candidates by: the mean of ``RULE_KEYS`` in a metrics dict."""
+    return float(np.mean([metrics[k] for k in RULE_KEYS]))
+
+
 def parse_candidates(items: list[str] | None) -> dict[str, list[str]]:
     """``NAME=OVERRIDE[;OVERRIDE...]`` strings (``--candidate``) as a candidate table; none: ``CANDIDATES``."""
     if not items:
@@ -108,7 +113,7 @@ def choose_measurement(
                     "run": str(run),
                     "name": name,
                     "overrides": overrides,
-                    "score": float(np.mean([metrics[k] for k in RULE_KEYS])),
+                    "score": rule_score(metrics),
                     **{k: metrics[k] for k in (*RULE_KEYS, "iou", "iou_defect_mean")},
                 }
             )

@@ -110,28 +110,23 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
     train, val = split_validation(train_ok, cfg.val_fraction, seed)
     if not val:
         raise DataError("no validation images: set data.val_fraction > 0 (needed to normalise anomaly maps)")
-    if cfg.evaluate_on == "synthetic":
-        if len(val) < 2:
-            raise DataError(
-                f"{listing.name}: data.evaluate_on=synthetic needs at least 2 validation images, the split "
-                f"has {len(val)}; raise data.val_fraction"
-            )
-        val_set = SampleDataset(val, size, ch)
-        return DataBundle(
-            name=f"{listing.name}-synthetic",
-            train=SampleDataset(train, size, ch),
-            val=val_set,
-            test=SyntheticDefects(val_set, seed, f"{listing.name}-synthetic"),
-            has_masks=True,
-            test_samples=None,
-            skipped=skipped,
-        )
-    return DataBundle(
+    val_set = SampleDataset(val, size, ch)
+    bundle = DataBundle(
         name=listing.name,
         train=SampleDataset(train, size, ch),
-        val=SampleDataset(val, size, ch),
+        val=val_set,
         test=SampleDataset(test_ok, size, ch),
         has_masks=listing.has_masks,
         test_samples=test_ok,
         skipped=skipped,
     )
+    if cfg.evaluate_on == "synthetic":  # the validation images with drawn defects instead of the test split
+        if len(val) < 2:
+            raise DataError(
+                f"{listing.name}: data.evaluate_on=synthetic needs at least 2 validation images, the split "
+                f"has {len(val)}; raise data.val_fraction"
+            )
+        bundle.name = f"{listing.name}-synthetic"
+        bundle.test = SyntheticDefects(val_set, seed, bundle.name)
+        bundle.has_masks, bundle.test_samples = True, None
+    return bundle
