@@ -21,6 +21,8 @@ def summary(run: Path) -> dict:
         "run": str(run),
         "dataset": m["dataset"],
         **{k: m[k] for k in keys},
+        "iou_defect_mean": m.get("iou_defect_mean"),
+        "parameters": m.get("parameters"),
         "fidelity": m.get("fidelity"),
         "train_seconds": {s: (h[s][-1]["seconds"] if h[s] else 0.0) for s in ("ienet", "expert")},
         "epochs": m["epochs"],
@@ -31,7 +33,9 @@ def summary(run: Path) -> dict:
             k: cfg["expert"].get(k)
             for k in (
                 "dim",
+                "downsample",
                 "res_blocks",
+                "mlp_dim",
                 "residual",
                 "skips",
                 "use_detail",
