@@ -62,14 +62,14 @@ def score(det: Detector, e: np.ndarray) -> np.ndarray:
     return det.image_score(det.smooth(t)).numpy()
 
 
-def probe(run: str) -> dict:
+def probe(run: str, strength: float = 1.0) -> dict:
     det = Detector.load(run, "cpu")
     cfg = det.config
     data = build_data(cfg.data, cfg.seed, Path(".cache"))
     train, _, _ = raw_maps(det, data.train)
     val, _, _ = raw_maps(det, data.val)
     sets = {
-        "synthetic": (raw_maps(det, SyntheticDefects(data.val, cfg.seed, "synthetic")), train),
+        "synthetic": (raw_maps(det, SyntheticDefects(data.val, cfg.seed, "synthetic", strength)), train),
         "test": (raw_maps(det, data.test), np.concatenate([train, val])),
     }
     rows: dict[str, dict] = {}
@@ -79,15 +79,16 @@ def probe(run: str) -> dict:
             r["aupro"] = aupro(v, masks)
             r["mean"] = float(np.mean(list(r.values())))
             rows.setdefault(name, {})[split] = r
-    return {"run": run, "resolution": cfg.data.image_size, "variants": rows}
+    return {"run": run, "resolution": cfg.data.image_size, "synthetic_strength": strength, "variants": rows}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--strength", type=float, default=1.0, help="opacity scale of the synthetic defects")
     args = ap.parse_args()
-    res = probe(args.run)
+    res = probe(args.run, args.strength)
     print(f"{'variant':10s} synthetic image / pixel / AUPRO (mean) | test image / pixel / AUPRO")
     for name, r in res["variants"].items():
         s, t = r["synthetic"], r["test"]
@@ -96,7 +97,8 @@ def main() -> None:
             f" | {t['image_auroc']:.3f} / {t['pixel_auroc']:.3f} / {t['aupro']:.3f}"
         )
     if args.json:
-        res["note"] = f"python benchmarks/map_postprocess.py {args.run} --json {args.json}"
+        strength = f" --strength {args.strength:g}" if args.strength != 1.0 else ""
+        res["note"] = f"python benchmarks/map_postprocess.py {args.run}{strength} --json {args.json}"
         write_json(args.json, res)
 
 

@@ -98,3 +98,17 @@ def test_choose_between_runs_trained_alike_and_refuse_runs_with_other_validation
     with pytest.raises(UtadError, match="other-seed: its validation images or seed differ"):
         choose_measurement([trained_run, other], tmp_path / "x", cands, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_subtler_synthetic_defects_are_a_choice_of_the_command(trained_run, tmp_path, capsys):
+    cands = {"as-trained": []}
+    full = choose_measurement(trained_run, tmp_path / "full", cands, progress=False)
+    assert "strength 1)" in full["evaluated_on"]
+    args = ["choose", str(trained_run), "--out", str(tmp_path / "subtle"), "--quiet"]
+    assert main([*args, "--synthetic-strength", "0.4"]) == 0
+    subtle = json.loads((tmp_path / "subtle" / "choice.json").read_text())
+    assert "strength 0.4)" in subtle["evaluated_on"]
+    row = {r["name"]: r for r in subtle["candidates"]}["as-trained"]
+    assert row["pixel_auroc"] != full["candidates"][0]["pixel_auroc"]  # other defects were measured
+    assert main([*args[:3], str(tmp_path / "bad"), "--synthetic-strength", "2"]) == 2
+    assert "synthetic_strength must be in (0, 1], got 2" in capsys.readouterr().err

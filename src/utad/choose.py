@@ -79,10 +79,12 @@ def choose_measurement(
     candidates: dict[str, list[str]] | None = None,
     progress: bool = True,
     device: str = "auto",
+    strength: float = 1.0,
 ) -> dict[str, Any]:
     """Measure ``candidates`` (default ``CANDIDATES``) with each of ``runs`` (trained on the same data with the
-    same seed, e.g. two IE-Net codes) on synthetic defects of their validation images; write ``out`` (a new
-    run folder: the best run's networks with the best measurement, and ``choice.json``); returns the choice."""
+    same seed, e.g. two IE-Net codes) on synthetic defects of their validation images, drawn at opacity scale
+    ``strength`` (``data.synthetic_strength``); write ``out`` (a new run folder: the best run's networks with
+    the best measurement, and ``choice.json``); returns the choice."""
     runs = [Path(r) for r in (runs if isinstance(runs, list) else [runs])]
     out = Path(out)
     prepare_run_dir(out, create=False)  # refuse an existing, non-empty folder before any work
@@ -93,13 +95,17 @@ def choose_measurement(
         if det.config.method != "utad" or det.pm is None:
             raise UtadError(f"{run}: method {det.config.method} has no perceptual measurement to choose")
         cfg = det.config
-        synthetic = overridden(cfg, ["data.evaluate_on=synthetic"]).data
+        synthetic = overridden(
+            cfg, ["data.evaluate_on=synthetic", f"data.synthetic_strength={strength}"]
+        ).data
         data = build_data(synthetic, cfg.seed, run.parent / ".utad-cache")
         digest = _validation_digest(data)
         if val_digest is None:
             val_digest, seed = digest, cfg.seed
             n_defects = int(data.test.labels.sum())
-            evaluated_on = f"{data.name}: {len(data.test)} images ({n_defects} with a defect)"
+            evaluated_on = (
+                f"{data.name}: {len(data.test)} images ({n_defects} with a defect, strength {strength:g})"
+            )
         elif digest != val_digest or cfg.seed != seed:
             raise UtadError(
                 f"{run}: its validation images or seed differ from {runs[0]}'s, so their synthetic defects "

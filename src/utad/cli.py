@@ -100,7 +100,12 @@ def _cmd_choose(args: argparse.Namespace) -> int:
     from utad.choose import choose_measurement, parse_candidates
 
     choice = choose_measurement(
-        args.run, args.out, parse_candidates(args.candidate), progress=not args.quiet, device=args.device
+        args.run,
+        args.out,
+        parse_candidates(args.candidate),
+        progress=not args.quiet,
+        device=args.device,
+        strength=args.synthetic_strength,
     )
     print(f"measurements on {choice['evaluated_on']}:")
     for r in choice["candidates"]:
@@ -294,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME:KEY=VALUE[;KEY=VALUE]",
         help="a measurement to compare with the run's own, e.g. 'deep:pm.layers=[conv3_4]' (repeatable; "
         "default: layers 2-3, layer 3, term x-m, term x-x^)",
+    )
+    ch.add_argument(
+        "--synthetic-strength",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="opacity scale of the drawn defects, in (0, 1] (data.synthetic_strength; default 1; lower: "
+        "subtler defects, for categories whose real defects are faint)",
     )
     ch.add_argument("--quiet", action="store_true", help="no progress bars")
     ch.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

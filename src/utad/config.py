@@ -38,6 +38,7 @@ class DataConfig:
     limit_train: int | None = None  # one-class: keep a fixed random subset of this many normal train images
     evaluate_on: str = "test"  # test split | holdout: unused train images (one-class) | synthetic: defects
     # drawn on the validation images (demo, mvtec, folder); holdout and synthetic are for choosing settings
+    synthetic_strength: float = 1.0  # evaluate_on=synthetic: opacity scale of the drawn defects, (0, 1]
     demo_seed: int = 0  # built-in demo: generator seed
     demo_size: int = 128  # built-in demo: crop side in pixels
     num_workers: int = 0  # DataLoader worker processes

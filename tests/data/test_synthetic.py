@@ -77,3 +77,31 @@ def test_mvtec_data_evaluated_on_synthetic_defects(tiny_mvtec, tmp_path):
         )
     with pytest.raises(DataError, match="evaluate_on='holdout' is not available for source mvtec"):
         build_data(DataConfig(source="mvtec", path=str(tiny_mvtec), evaluate_on="holdout"), 0, tmp_path)
+
+
+def test_strength_scales_every_defect_s_change_and_keeps_its_place():
+    base = Flat(4)
+    full, subtle = SyntheticDefects(base, seed=3), SyntheticDefects(base, seed=3, strength=0.3)
+    for i in range(4, 16):  # a patch, a stain and a scratch on each image
+        clean = base[i % 4]["image"]
+        assert torch.equal(full[i]["mask"], subtle[i]["mask"])  # the same defect, at the same place
+        torch.testing.assert_close(subtle[i]["image"] - clean, 0.3 * (full[i]["image"] - clean))
+    assert torch.equal(subtle[2]["image"], base[2]["image"])  # normal images untouched
+    with pytest.raises(ValueError, match=r"synthetic_strength must be in \(0, 1\], got 0"):
+        SyntheticDefects(base, strength=0)
+
+
+def test_synthetic_strength_reaches_the_data_and_is_checked(tiny_mvtec, tmp_path):
+    def cfg(strength: float) -> DataConfig:
+        return DataConfig(
+            source="mvtec",
+            path=str(tiny_mvtec),
+            image_size=32,
+            val_fraction=0.5,
+            evaluate_on="synthetic",
+            synthetic_strength=strength,
+        )
+
+    assert build_data(cfg(0.25), seed=0, cache=tmp_path).test.strength == 0.25
+    with pytest.raises(DataError, match=r"data.synthetic_strength must be in \(0, 1\], got 1.5"):
+        build_data(cfg(1.5), seed=0, cache=tmp_path)

@@ -127,6 +127,8 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
                 f"has {len(val)}; raise data.val_fraction"
             )
         bundle.name = f"{listing.name}-synthetic"
-        bundle.test = SyntheticDefects(val_set, seed, bundle.name)
+        if not 0 < cfg.synthetic_strength <= 1:
+            raise DataError(f"data.synthetic_strength must be in (0, 1], got {cfg.synthetic_strength}")
+        bundle.test = SyntheticDefects(val_set, seed, bundle.name, cfg.synthetic_strength)
         bundle.has_masks, bundle.test_samples = True, None
     return bundle
