@@ -65,7 +65,7 @@ def score(det: Detector, e: np.ndarray) -> np.ndarray:
 def probe(run: str, strength: float = 1.0) -> dict:
     det = Detector.load(run, "cpu")
     cfg = det.config
-    data = build_data(cfg.data, cfg.seed, Path(".cache"))
+    data = build_data(cfg.data, cfg.seed, Path(run).parent / ".utad-cache")  # as utad choose
     train, _, _ = raw_maps(det, data.train)
     val, _, _ = raw_maps(det, data.val)
     sets = {
