@@ -65,6 +65,8 @@ def test_overrides_and_errors(tmp_path):
         load_config("cpu-fast", ["train.bogus=1"])
     with pytest.raises(ConfigError, match="train.ie_epochs: expected int"):
         load_config("cpu-fast", ["train.ie_epochs=many"])
+    with pytest.raises(ConfigError, match="detect.open_px.*must be 0 \\(off\\) or more"):
+        load_config("cpu-fast", ["detect.open_px=-1"])
     with pytest.raises(ConfigError, match="unknown preset 'nope'"):
         load_config("nope")
     bad = tmp_path / "bad.yaml"

@@ -94,3 +94,26 @@ def test_image_score_choices(score):
     det.detect.top_k = 0.1  # the 10 highest: 5 hot + 5 zero
     if score == "topk":
         torch.testing.assert_close(det(torch.zeros(2, 3, 10, 10))[0], torch.tensor([1.0, 0.3]))
+
+
+def test_opening_removes_hot_spots_smaller_than_its_square_and_calibrates_on_opened_maps():
+    det = tiny_detector(open_px=1)
+    e = torch.zeros(1, 1, 16, 16)
+    e[0, 0, 2, 2] = 5.0  # a one-pixel speckle
+    e[0, 0, 8:12, 8:12] = 3.0  # a 4 x 4 defect
+    opened = det.open_map(e)
+    assert opened[0, 0, 2, 2] == 0.0 and torch.equal(opened[0, 0, 8:12, 8:12], e[0, 0, 8:12, 8:12])
+    assert torch.equal(opened, torch.maximum(opened, torch.zeros_like(e)))  # never below 0 here
+    corner = torch.zeros(1, 1, 16, 16)
+    corner[0, 0, :3, :3] = 2.0  # a 3 x 3 spot in the image corner survives: outside pixels take no part
+    assert torch.equal(det.open_map(corner), corner)
+    assert torch.equal(tiny_detector().open_map(e), e)  # open_px 0: the map as is
+    val = [{"image": torch.rand(4, 3, 16, 16)}]
+    norm = det.calibrate(val)
+    with torch.no_grad():
+        raw = det.raw_map(val[0]["image"])[0]
+    expected = np.quantile(det.open_map(raw).flatten().numpy().astype(np.float64), det.detect.quantile)
+    assert norm["quantile"] == pytest.approx(expected, rel=1e-6)
+    with torch.no_grad():
+        _, emap, *_ = det(val[0]["image"])
+    assert torch.allclose(emap, det.normalise(det.open_map(raw)))

@@ -78,3 +78,24 @@ def test_export_refuses_to_clobber_and_bad_files_are_one_line(trained_run, expor
     bad.write_bytes(b"not a model")
     assert main(["predict", str(bad), str(exported), "--out", str(tmp_path / "p")]) == 2
     assert "not a loadable ONNX model" in capsys.readouterr().err
+
+
+def test_onnx_keeps_the_map_opening(trained_run, tmp_path):
+    """``detect.open_px`` (max pooling) is part of the graph: the exported map is the opened one."""
+    import shutil
+
+    from utad.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "opened"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".utad-cache"))
+    ckpt = load_checkpoint(run)
+    ckpt["config"]["detect"]["open_px"] = 2
+    save_checkpoint(run, ckpt)
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0
+    det, onx = Detector.load(run), OnnxDetector(tmp_path / "m.onnx")
+    x = _images(trained_run, n_bottle=2)[:4]
+    plain = Detector.load(trained_run).predict_tensor(x)
+    for p, q, r in zip(det.predict_tensor(x), onx.predict_tensor(x), plain, strict=True):
+        assert q.score == pytest.approx(p.score, rel=1e-4)
+        assert np.abs(p.anomaly_map - q.anomaly_map).max() <= 1e-4 * np.abs(p.anomaly_map).max()
+        assert not np.allclose(p.anomaly_map, r.anomaly_map)  # the opening did change the map

@@ -132,6 +132,7 @@ class DetectConfig:
     smooth_sigma: float = 4.0  # Gaussian sigma before the image score (max), in px of a 256 px image; 0 = off
     score: str = "max"  # image score from the smoothed map: max (MVTec reference) | mean | topk
     top_k: float = 0.01  # score=topk: the share of highest pixels averaged (0.01: the top 1 %)
+    open_px: int = 0  # beyond the paper: grey opening of e with a (2r+1)-px square, r in model px; 0 = off
 
 
 @dataclass
@@ -291,6 +292,8 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
         fail("detect.top_k", "must be in (0, 1] (a share of the pixels)")
     if cfg.detect.smooth_sigma < 0:
         fail("detect.smooth_sigma", "must be 0 (off) or more")
+    if cfg.detect.open_px < 0:
+        fail("detect.open_px", "must be 0 (off) or more")
     if cfg.method in ("ae-l2", "ae-ssim"):
         for key in ("ae.width", "ae.latent_dim", "ae.epochs", "ae.batch_size", "ae.lr", "ae.ssim_window"):
             if get(key) <= 0:

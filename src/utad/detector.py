@@ -9,6 +9,11 @@ so that alpha = 0.5 (Eq. 9) means the same on every image:
   the defaults, alpha = 0.5 segments what is above the 99.9th percentile of normal pixels.
 * ``minmax``: ``e_n = (e - min) / (max - min)`` over validation normal pixels.
 
+Optionally (``detect.open_px`` r > 0, beyond the paper and off in every preset) the raw map is first opened
+(grey erosion, then dilation, with a (2r+1)-px square at the model's resolution): hot spots smaller than the
+square vanish and larger ones keep their shape, so small random normal texture (pill's red speckles) no longer
+sets the image score; the calibration sees the opened maps.
+
 The image score is the maximum of the normalised map after Gaussian smoothing (``detect.score``: or its mean, or
 the mean of its top-k share, for whole-image anomalies); ``smooth_sigma`` is given in
 pixels of a 256 px image (the MVTec reference's 4 px) and scaled with the model's resolution, so the smoothing
@@ -103,6 +108,15 @@ class MapDetector(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         raise NotImplementedError
 
+    def open_map(self, e: torch.Tensor) -> torch.Tensor:
+        """Grey opening of (B, 1, H, W) maps with a (2r+1)-px square, r = ``detect.open_px`` (0: e as is);
+        pixels outside the image take no part (max pooling pads with -inf)."""
+        r = int(self.detect.open_px)
+        if r <= 0:
+            return e
+        eroded = -F.max_pool2d(-e, 2 * r + 1, stride=1, padding=r)
+        return F.max_pool2d(eroded, 2 * r + 1, stride=1, padding=r)
+
     def normalise(self, e: torch.Tensor) -> torch.Tensor:
         if not self.norm:
             raise UtadError(
@@ -136,7 +150,7 @@ class MapDetector(nn.Module):
 
     def forward(self, x: torch.Tensor):
         e, m, x_hat, m_hat = self.raw_map(x)
-        e = self.normalise(e)
+        e = self.normalise(self.open_map(e))
         score = self.image_score(e if self.map_smoothed else self.smooth(e))
         return score, e, m, x_hat, m_hat
 
@@ -146,7 +160,7 @@ class MapDetector(nn.Module):
         maps = []
         for batch in loader:
             e, *_ = self.raw_map(batch["image"].to(self.kernel.device))
-            maps.append(e.flatten().cpu())
+            maps.append(self.open_map(e).flatten().cpu())
         values = torch.cat(maps).numpy().astype(np.float64)
         self.norm = {
             "quantile": float(np.quantile(values, self.detect.quantile)),
