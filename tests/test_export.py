@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import BOTTLE
+from utad.checkpoint import load_checkpoint, save_checkpoint
 from utad.cli import main
 from utad.data.images import load_image
 from utad.detector import Detector
@@ -82,10 +84,6 @@ def test_export_refuses_to_clobber_and_bad_files_are_one_line(trained_run, expor
 
 def test_onnx_keeps_the_map_opening(trained_run, tmp_path):
     """``detect.open_px`` (max pooling) is part of the graph: the exported map is the opened one."""
-    import shutil
-
-    from utad.checkpoint import load_checkpoint, save_checkpoint
-
     run = tmp_path / "opened"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".utad-cache"))
     ckpt = load_checkpoint(run)
