@@ -7,7 +7,8 @@ Two classic fixes work on e alone, after the networks and before the image score
   per-pixel spread (``z``: ``(e - mean) / (std + median std)``), so that what is bright at the same place on
   every good part (an imprint, an outline) no longer counts;
 * **grey opening** (``open1`` .. ``open3``: erosion then dilation with a (2r+1)-px square at the model's
-  resolution), which removes hot spots smaller than the square (speckles) and keeps larger ones.
+  resolution; the detector's own opening, ``detect.open_px``), which removes hot spots smaller than the square
+  (speckles) and keeps larger ones.
 
 Each variant is scored on the run's synthetic defects (``data.evaluate_on=synthetic``; the normal statistics
 from the training images, so the validation images stay unseen) and on the test split (statistics from training
@@ -25,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch.utils.data import DataLoader
 
 from utad.data.bundle import build_data
 from utad.data.synthetic import SyntheticDefects
-from utad.detector import Detector
+from utad.detector import Detector, grey_opening
 from utad.io import write_json
 from utad.metrics import aupro, image_auroc, pixel_auroc
 
@@ -52,7 +52,7 @@ def variants(e: np.ndarray, normal: np.ndarray) -> dict[str, np.ndarray]:
     mean, std = normal.mean(0), normal.std(0)
     out = {"none": e, "sub-mean": e - mean, "z": (e - mean) / (std + np.median(std) + 1e-12)}
     for r in (1, 2, 3):
-        out[f"open{r}"] = np.stack([ndimage.grey_opening(m, size=(2 * r + 1, 2 * r + 1)) for m in e])
+        out[f"open{r}"] = grey_opening(torch.from_numpy(np.ascontiguousarray(e))[:, None], r)[:, 0].numpy()
     return out
 
 

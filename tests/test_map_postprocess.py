@@ -34,3 +34,18 @@ def test_grey_opening_removes_hot_spots_smaller_than_its_square_and_keeps_larger
         assert v[f"open{r}"][0, 3, 3] == 0.0
         assert v[f"open{r}"][0, 13, 13] == 2.0
     assert v["open1"][0, 10, 10] == 2.0  # a 3x3 square fits in the corner of the defect
+
+
+def test_the_probes_opening_ignores_pixels_outside_the_image_as_the_detectors_does():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    e = rng.random((2, 12, 12))
+    e[0, :2, :2] = 5.0  # a 2-px corner spot survives a 3-px square: pixels outside the image take no part
+    v = variants(e, np.zeros((2, 12, 12)))
+    for r in (1, 2, 3):
+        size = (2 * r + 1, 2 * r + 1)
+        eroded = [ndimage.grey_erosion(m, size=size, mode="constant", cval=np.inf) for m in e]
+        expected = [ndimage.grey_dilation(m, size=size, mode="constant", cval=-np.inf) for m in eroded]
+        np.testing.assert_allclose(v[f"open{r}"], np.stack(expected), rtol=0, atol=1e-12)
+    assert np.all(v["open1"][0, :2, :2] == 5.0)

@@ -79,6 +79,16 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return k / k.sum()
 
 
+def grey_opening(e: torch.Tensor, r: int) -> torch.Tensor:
+    """Grey opening (erosion, then dilation) of (B, 1, H, W) maps with a (2r+1)-px square (r <= 0: e as is).
+    Pixels outside the image take no part: max pooling pads with -inf, so a hot spot in a corner survives
+    when the square fits inside it. Removes hot spots smaller than the square and keeps larger ones."""
+    if r <= 0:
+        return e
+    eroded = -F.max_pool2d(-e, 2 * r + 1, stride=1, padding=r)
+    return F.max_pool2d(eroded, 2 * r + 1, stride=1, padding=r)
+
+
 class MapDetector(nn.Module):
     """What every method shares: the anomaly map's normalisation (calibrated on held-out normals), smoothing,
     image score, mask at alpha and ``Prediction``s. A method implements ``raw_map(x) -> (e, m, x^, m^)``
@@ -109,13 +119,8 @@ class MapDetector(nn.Module):
         raise NotImplementedError
 
     def open_map(self, e: torch.Tensor) -> torch.Tensor:
-        """Grey opening of (B, 1, H, W) maps with a (2r+1)-px square, r = ``detect.open_px`` (0: e as is);
-        pixels outside the image take no part (max pooling pads with -inf)."""
-        r = int(self.detect.open_px)
-        if r <= 0:
-            return e
-        eroded = -F.max_pool2d(-e, 2 * r + 1, stride=1, padding=r)
-        return F.max_pool2d(eroded, 2 * r + 1, stride=1, padding=r)
+        """:func:`grey_opening` of (B, 1, H, W) maps with r = ``detect.open_px`` (0: e as is)."""
+        return grey_opening(e, int(self.detect.open_px))
 
     def normalise(self, e: torch.Tensor) -> torch.Tensor:
         if not self.norm:
