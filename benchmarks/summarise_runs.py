@@ -17,17 +17,28 @@ def summary(run: Path) -> dict:
     h = json.loads((run / "history.json").read_text())
     cfg = m["config"]
     keys = ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max")
-    return {
+    row = {
         "run": str(run),
+        "method": cfg.get("method", "utad"),
         "dataset": m["dataset"],
         **{k: m[k] for k in keys},
         "iou_defect_mean": m.get("iou_defect_mean"),
         "parameters": m.get("parameters"),
         "fidelity": m.get("fidelity"),
-        "train_seconds": {s: (h[s][-1]["seconds"] if h[s] else 0.0) for s in ("ienet", "expert")},
-        "epochs": m["epochs"],
+        # every stage the run's history has (ienet and expert; fit or ae for the baselines)
+        "train_seconds": {
+            s: (v[-1].get("seconds", 0.0) if v else 0.0) for s, v in h.items() if isinstance(v, list)
+        },
+        "epochs": m.get("epochs"),
         "image_size": cfg["data"]["image_size"],
         "channels": cfg["data"].get("channels", 3),
+        "backbone": m["backbone"]["name"],
+        "seed": cfg["seed"],
+    }
+    if row["method"] != "utad":
+        return row
+    return {
+        **row,
         "ienet_blocks": cfg["ienet"]["blocks"],
         "expert": {
             k: cfg["expert"].get(k)
@@ -51,8 +62,6 @@ def summary(run: Path) -> dict:
         "last_expert_epoch": h["expert"][-1] if h["expert"] else None,
         "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
         "expert_crop": cfg["train"].get("expert_crop"),
-        "backbone": m["backbone"]["name"],
-        "seed": cfg["seed"],
     }
 
 
@@ -68,7 +77,8 @@ def main() -> None:
         f = r["fidelity"] or {}
         shown = {k: r[k] for k in ("image_auroc", "pixel_auroc", "aupro", "iou")}
         text = " ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in shown.items())
-        print(f"{r['run']}: {text} gain {f.get('gain') or 0:.2f}")
+        gain = "-" if f.get("gain") is None else f"{f['gain']:.2f}"
+        print(f"{r['run']}: {text} gain {gain}")
 
 
 if __name__ == "__main__":
