@@ -14,7 +14,8 @@ from utad.io import write_json
 
 def summary(run: Path) -> dict:
     m = json.loads((run / "metrics.json").read_text())
-    h = json.loads((run / "history.json").read_text())
+    hist = run / "history.json"  # none in a folder of `utad test --out` (its train_seconds read 0)
+    h = json.loads(hist.read_text()) if hist.exists() else {"ienet": [], "expert": []}
     cfg = m["config"]
     keys = ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max")
     row = {
