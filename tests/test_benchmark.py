@@ -237,6 +237,36 @@ def test_a_one_class_run_is_tested_on_held_out_training_images(finished, tmp_pat
     assert "only pm.*, detect.* and data.evaluate_on can change" in capsys.readouterr().err
 
 
+def test_choose_measures_a_one_class_run_on_held_out_training_images(finished, tmp_path, capsys):
+    """``utad choose`` on a one-class run (no masks, no drawn defects): every candidate is measured on the
+    held-out images that ``utad test --set data.evaluate_on=holdout`` uses, ranked by image AUROC alone."""
+    _, out, _ = finished
+    run = out / "mnist-1" / "utad" / "run"
+    held = tmp_path / "held"
+    assert main(["test", str(run), "--set", "data.evaluate_on=holdout", "--out", str(held), "--quiet"]) == 0
+    held_auroc = json.loads((held / "metrics.json").read_text())["image_auroc"]
+    chosen = tmp_path / "chosen"
+    args = ["choose", str(run), "--out", str(chosen), "--quiet"]
+    assert main([*args, "--candidate", "max:detect.score=max", "--candidate", "mean:detect.score=mean"]) == 0
+    choice = json.loads((chosen / "choice.json").read_text())
+    rows = {r["name"]: r for r in choice["candidates"]}
+    assert list(rows) == ["as-trained", "max", "mean"]
+    assert rows["as-trained"]["image_auroc"] == pytest.approx(held_auroc, abs=1e-9)
+    for r in rows.values():
+        assert r["score"] == r["image_auroc"] and r["pixel_auroc"] is None and r["aupro"] is None
+    assert choice["chosen"] == max(rows.values(), key=lambda r: r["score"])["name"]
+    assert choice["rule"].startswith("the highest image AUROC on held-out training images")
+    assert (
+        "held-out training images (" in choice["evaluated_on"]
+        and "of other classes)" in choice["evaluated_on"]
+    )
+    said = capsys.readouterr().out
+    assert "pixel AUROC" not in said and f"chose {choice['chosen']}" in said
+    assert yaml.safe_load((chosen / "config.yaml").read_text())["data"]["evaluate_on"] == "test"
+    assert main(["choose", str(run), "--out", str(tmp_path / "x"), "--synthetic-strength", "0.3"]) == 2
+    assert "--synthetic-strength does not apply" in capsys.readouterr().err
+
+
 def test_a_trained_cell_records_the_cores_its_training_kept_busy(finished, monkeypatch):
     """CPU time over wall time of the training subprocess: 180 s of CPU in 100 s is 1.8 cores."""
     grid, out, _ = finished

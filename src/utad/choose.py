@@ -11,6 +11,10 @@ folder: the same network weights with the chosen measurement, recalibrated on th
 ``utad test / predict / export`` use it. Given several runs trained on the same data with the same seed (so the
 same validation images and defects), e.g. IE-Net with a code per position and with one code per image, it
 also chooses between them. The trained runs are never changed.
+
+One-class runs (MNIST, Fashion-MNIST, CIFAR-10: whole-image anomalies, no masks) are measured instead on
+``data.evaluate_on=holdout`` (training images the run did not use: the normal class's beyond
+``data.limit_train`` and the other classes'), ranked by ``RULE_ONE_CLASS``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 
 from utad.checkpoint import load_checkpoint, save_checkpoint
 from utad.config import dump_yaml, to_dict
-from utad.data.bundle import build_data
+from utad.data.bundle import ONE_CLASS, build_data
 from utad.detector import Detector
 from utad.errors import UtadError
 from utad.evaluate import evaluate
@@ -42,11 +46,12 @@ CANDIDATES: dict[str, list[str]] = {
 }
 RULE_KEYS = ("image_auroc", "pixel_auroc", "aupro")
 RULE = "the highest mean of image AUROC, pixel AUROC and AUPRO on the synthetic defects (ties: listed first)"
+RULE_ONE_CLASS = "the highest image AUROC on held-out training images (ties: listed first)"
 
 
-def rule_score(metrics: dict[str, Any]) -> float:
-    """What ``RULE`` ranks candidates by: the mean of ``RULE_KEYS`` in a metrics dict."""
-    return float(np.mean([metrics[k] for k in RULE_KEYS]))
+def rule_score(metrics: dict[str, Any], keys: tuple[str, ...] = RULE_KEYS) -> float:
+    """What ``RULE`` ranks candidates by: the mean of ``keys`` (``RULE_KEYS``) in a metrics dict."""
+    return float(np.mean([metrics[k] for k in keys]))
 
 
 def parse_candidates(items: list[str] | None) -> dict[str, list[str]]:
@@ -83,32 +88,45 @@ def choose_measurement(
 ) -> dict[str, Any]:
     """Measure ``candidates`` (default ``CANDIDATES``) with each of ``runs`` (trained on the same data with the
     same seed, e.g. two IE-Net codes) on synthetic defects of their validation images, drawn at opacity scale
-    ``strength`` (``data.synthetic_strength``); write ``out`` (a new run folder: the best run's networks with
-    the best measurement, and ``choice.json``); returns the choice."""
+    ``strength`` (``data.synthetic_strength``), or for one-class runs on held-out training images; write
+    ``out`` (a new run folder: the best run's networks with the best measurement, and ``choice.json``); returns
+    the choice."""
     runs = [Path(r) for r in (runs if isinstance(runs, list) else [runs])]
     out = Path(out)
     prepare_run_dir(out, create=False)  # refuse an existing, non-empty folder before any work
     candidates = dict(CANDIDATES if candidates is None else candidates)
-    rows, detectors, val_digest, seed, evaluated_on = [], {}, None, None, ""
+    rows, detectors, val_digest, seed, evaluated_on, keys, rule = [], {}, None, None, "", RULE_KEYS, RULE
     for run in runs:
         det = Detector.load(run, device)
         if det.config.method != "utad" or det.pm is None:
             raise UtadError(f"{run}: method {det.config.method} has no perceptual measurement to choose")
         cfg = det.config
-        synthetic = overridden(
-            cfg, ["data.evaluate_on=synthetic", f"data.synthetic_strength={strength}"]
-        ).data
-        data = build_data(synthetic, cfg.seed, run.parent / ".utad-cache")
+        one_class = cfg.data.source in ONE_CLASS
+        if one_class and strength != 1.0:
+            raise UtadError(
+                f"{run}: a one-class run is measured on held-out training images, not on drawn defects, so "
+                "--synthetic-strength does not apply"
+            )
+        where = ["data.evaluate_on=holdout"] if one_class else ["data.evaluate_on=synthetic"]
+        if not one_class:
+            where.append(f"data.synthetic_strength={strength}")
+        data = build_data(overridden(cfg, where).data, cfg.seed, run.parent / ".utad-cache")
         digest = _validation_digest(data)
         if val_digest is None:
             val_digest, seed = digest, cfg.seed
             n_defects = int(data.test.labels.sum())
-            evaluated_on = (
-                f"{data.name}: {len(data.test)} images ({n_defects} with a defect, strength {strength:g})"
-            )
+            if one_class:
+                keys, rule = ("image_auroc",), RULE_ONE_CLASS
+                evaluated_on = (
+                    f"{data.name}: {len(data.test)} held-out training images ({n_defects} of other classes)"
+                )
+            else:
+                evaluated_on = (
+                    f"{data.name}: {len(data.test)} images ({n_defects} with a defect, strength {strength:g})"
+                )
         elif digest != val_digest or cfg.seed != seed:
             raise UtadError(
-                f"{run}: its validation images or seed differ from {runs[0]}'s, so their synthetic defects "
+                f"{run}: its validation images or seed differ from {runs[0]}'s, so their evaluation images "
                 "differ; runs compared by utad choose need the same data, data.val_fraction and seed"
             )
         for name, overrides in candidates.items():
@@ -119,8 +137,8 @@ def choose_measurement(
                     "run": str(run),
                     "name": name,
                     "overrides": overrides,
-                    "score": rule_score(metrics),
-                    **{k: metrics[k] for k in (*RULE_KEYS, "iou", "iou_defect_mean")},
+                    "score": rule_score(metrics, keys),
+                    **{k: metrics.get(k) for k in (*RULE_KEYS, "iou", "iou_defect_mean")},
                 }
             )
             detectors[(str(run), name)] = cand
@@ -131,7 +149,7 @@ def choose_measurement(
     ckpt.update(config=to_dict(chosen.config), norm=dict(chosen.norm), backbone=chosen.backbone.to_dict())
     choice = {
         "runs": [str(r) for r in runs],
-        "rule": RULE,
+        "rule": rule,
         "evaluated_on": evaluated_on,
         "chosen_run": best["run"],
         "chosen": best["name"],

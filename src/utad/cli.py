@@ -111,10 +111,14 @@ def _cmd_choose(args: argparse.Namespace) -> int:
     for r in choice["candidates"]:
         mark = "*" if (r["run"], r["name"]) == (choice["chosen_run"], choice["chosen"]) else " "
         where = f"{r['run']}: " if len(choice["runs"]) > 1 else ""
-        print(
-            f"{mark} {where}{r['name']:<14} image AUROC {r['image_auroc']:.3f}  pixel AUROC {r['pixel_auroc']:.3f}  "
-            f"AUPRO {r['aupro']:.3f}  IoU {r['iou']:.3f}  {' '.join(r['overrides']) or '(the run as trained)'}"
+        shown = (
+            ("image AUROC", "image_auroc"),
+            ("pixel AUROC", "pixel_auroc"),
+            ("AUPRO", "aupro"),
+            ("IoU", "iou"),
         )
+        values = "  ".join(f"{label} {r[k]:.3f}" for label, k in shown if r.get(k) is not None)
+        print(f"{mark} {where}{r['name']:<14} {values}  {' '.join(r['overrides']) or '(the run as trained)'}")
     picked = choice["chosen"] if len(choice["runs"]) == 1 else f"{choice['chosen']} of {choice['chosen_run']}"
     print(f"chose {picked} ({choice['rule']}); wrote {args.out} (test it: utad test {args.out})")
     return 0
@@ -283,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch = sub.add_parser(
         "choose",
         help="pick a run's measurement (PM layers and terms, detect.* score settings) on synthetic defects of "
-        "its validation images, "
+        "its validation images (one-class runs: on held-out training images), "
         "into a new run folder (not the paper's protocol; the test split is not used)",
     )
     ch.add_argument(
