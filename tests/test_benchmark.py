@@ -231,6 +231,13 @@ def test_a_one_class_run_is_tested_on_held_out_training_images(finished, tmp_pat
     held = json.loads((tmp_path / "metrics.json").read_text())
     assert held["config"]["data"]["evaluate_on"] == "holdout" and held["n_test"] == 60
     assert held["normalisation"] == json.loads(own)["normalisation"]  # not recalibrated
+    # per anomalous class: how well the normal class is told from each other digit
+    types = {r["type"]: r for r in held["per_defect_type"]}
+    assert (
+        "good" in types and "anomalous" not in types and all(t[:6] == "class " for t in types if t != "good")
+    )
+    assert sum(r["n"] for r in types.values()) == 60 and "class 1" not in types
+    assert all(0.0 <= r["image_auroc_vs_good"] <= 1.0 for t, r in types.items() if t != "good")
     assert held["image_auroc"] != json.loads(own)["image_auroc"]  # other images
     assert (run / "metrics.json").read_text() == own
     assert main(["test", str(run), "--set", "data.limit_train=10", "--out", str(tmp_path / "x")]) == 2

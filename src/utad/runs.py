@@ -169,8 +169,7 @@ def _test_run(
     if analysis is not None:
         metrics["code_analysis"] = analysis
     kinds = [s.defect_type if s.label else "good" for s in data.test_samples] if data.test_samples else None
-    if kinds is None:
-        kinds = ["good" if y == 0 else "anomalous" for y in np.asarray(labels)]
+    kinds = kinds or data.test_kinds or ["good" if y == 0 else "anomalous" for y in np.asarray(labels)]
     all_gts = None
     if data.test_samples and data.has_masks:
         size = cfg.data.image_size

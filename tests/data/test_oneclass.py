@@ -110,6 +110,24 @@ def test_limit_train_keeps_a_fixed_subset_of_normal_images(tmp_path):
     assert np.array_equal(a.train[0]["image"].numpy(), b.train[0]["image"].numpy())
 
 
+@pytest.mark.parametrize(
+    "source, root, named", [("mnist", MNIST, "class 7"), ("cifar10", CIFAR, "class 7 (horse)")]
+)
+def test_every_one_class_test_image_is_named_by_its_original_class(tmp_path, source, root, named):
+    """Reports break the image AUROC down per anomalous class (``per_defect_type``): which classes the
+    normal model confuses with its own."""
+    from utad.config import DataConfig
+    from utad.data.bundle import build_data
+
+    cfg = DataConfig(source=source, path=str(root), normal_class=1, limit_train=50, limit_test=100)
+    data = build_data(cfg, 0, tmp_path)
+    kinds, labels = data.test_kinds, data.test.labels
+    assert len(kinds) == len(labels) == 100
+    assert all((k == "good") == (y == 0) for k, y in zip(kinds, labels))
+    assert sorted(set(kinds) - {"good"}) == sorted(n for n in set(kinds) if n.startswith("class "))
+    assert len(set(kinds)) == 10 and named in kinds and not any(k.startswith("class 1") for k in kinds)
+
+
 @pytest.mark.parametrize("dataset, root", [("mnist", MNIST), ("cifar10", CIFAR)])
 def test_holdout_evaluates_on_training_images_the_run_never_sees(dataset, root):
     """``evaluate_on=holdout``: the same training subset as the protocol (the one the Table 2 runs used), and an

@@ -12,7 +12,7 @@ from utad.config import DataConfig
 from utad.data.datasets import ArrayDataset, SampleDataset
 from utad.data.demo import write_demo
 from utad.data.images import open_image
-from utad.data.oneclass import load_one_class
+from utad.data.oneclass import class_name, load_one_class
 from utad.data.samples import Sample, list_folder, list_mvtec, split_validation
 from utad.data.synthetic import SyntheticDefects
 from utad.errors import DataError
@@ -30,6 +30,8 @@ class DataBundle:
     has_masks: bool  # pixel metrics possible
     test_samples: list[Sample] | None  # file-backed test sets: the listed samples (native masks for metrics)
     skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable files left out (skip_bad)
+    # array-backed test sets (one-class): per test image "good" or its anomaly's kind (the original class)
+    test_kinds: list[str] | None = None
 
 
 def check_readable(samples: list[Sample]) -> tuple[list[Sample], list[dict[str, str]]]:
@@ -76,6 +78,10 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
             test=ArrayDataset(data.test, data.test_labels, size, ch, f"{cfg.source}-{cfg.evaluate_on}"),
             has_masks=False,
             test_samples=None,
+            test_kinds=[
+                "good" if y == data.normal_class else class_name(cfg.source, int(y))
+                for y in data.test_classes
+            ],
         )
     if cfg.source == "demo":
         listing = list_mvtec(demo_root(cache, cfg))

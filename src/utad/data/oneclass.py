@@ -20,6 +20,17 @@ from utad.data.images import IMAGE_SUFFIXES, open_image
 from utad.errors import DataError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"
+)  # fmt: skip
+
+
+def class_name(dataset: str, label: int) -> str:
+    """How reports name a one-class evaluation image's original class: ``class 7`` (MNIST), ``class 7 (sneaker)``."""
+    names = {"fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}.get(dataset)
+    return f"class {label}" + (f" ({names[label]})" if names else "")
+
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
