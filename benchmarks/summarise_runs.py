@@ -24,6 +24,7 @@ def summary(run: Path) -> dict:
         "dataset": m["dataset"],
         **{k: m[k] for k in keys},
         "iou_defect_mean": m.get("iou_defect_mean"),
+        "per_defect_type": m.get("per_defect_type"),  # one-class runs: per original class
         "parameters": m.get("parameters"),
         "fidelity": m.get("fidelity"),
         # every stage the run's history has (ienet and expert; fit or ae for the baselines)
