@@ -1,0 +1,96 @@
+"""Table 2 with the measurement chosen per class on held-out training images, read from ``oneclass-measure``.
+
+The grid ``benchmarks/grids/oneclass-measure.yaml`` measures each trained one-class cell twice per measurement:
+on held-out training images (variants ``<m>-holdout``; ``utad-holdout`` is the run as trained) and on the test
+split (``<m>``; ``utad``). Per class this picks the measurement with the highest held-out image AUROC (ties: the
+run as trained) and reports its test AUROC, next to the run as trained, with the mean per dataset. The test
+split takes no part in the choice:
+
+    python benchmarks/holdout_choice.py benchmarks/results/oneclass-measure.json \
+        --json benchmarks/results/oneclass-measure-choice.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from utad.io import write_json
+
+AS_TRAINED = "utad"
+
+
+def choose(cells: list[dict]) -> list[dict]:
+    """One row per dataset with every measurement measured on both sets: the held-out choice and its test AUROC."""
+    by_id = {c["id"]: c for c in cells if c.get("status") == "done"}
+    rows = []
+    for dataset in dict.fromkeys(c["dataset"] for c in cells):
+        held, test = {}, {}
+        for c in cells:
+            if c["dataset"] != dataset or c["id"] not in by_id:
+                continue
+            name, sep, _ = c["variant"].partition("-holdout")
+            if sep and f"{dataset}/{name}" in by_id:
+                held[name] = c["image_auroc"]
+                test[name] = by_id[f"{dataset}/{name}"]["image_auroc"]
+        if AS_TRAINED not in held or len(held) < 2:
+            continue
+        ranked = sorted(held, key=lambda n: (-held[n], n != AS_TRAINED))  # ties: the run as trained
+        chosen = ranked[0]
+        rows.append(
+            {
+                "dataset": dataset,
+                "holdout": held,
+                "test": test,
+                "chosen": chosen,
+                "as_trained_test": test[AS_TRAINED],
+                "chosen_test": test[chosen],
+            }
+        )
+    return rows
+
+
+def means(rows: list[dict]) -> dict[str, dict]:
+    """Per dataset family (``mnist-3`` -> ``mnist``): classes, mean test AUROC as trained and chosen."""
+    out: dict[str, dict] = {}
+    for family in dict.fromkeys(re.sub(r"-\d+$", "", r["dataset"]) for r in rows):
+        sel = [r for r in rows if re.sub(r"-\d+$", "", r["dataset"]) == family]
+        out[family] = {
+            "classes": len(sel),
+            "as_trained_test": float(np.mean([r["as_trained_test"] for r in sel])),
+            "chosen_test": float(np.mean([r["chosen_test"] for r in sel])),
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results", help="the grid's results JSON (utad benchmark ... --publish)")
+    ap.add_argument("--json", help="write the rows and means here")
+    args = ap.parse_args()
+    rows = choose(json.loads(Path(args.results).read_text())["cells"])
+    print("class            held-out AUROC per measurement      chosen     test: as trained -> chosen")
+    for r in rows:
+        held = "  ".join(f"{k} {v:.3f}" for k, v in r["holdout"].items())
+        print(
+            f"{r['dataset']:16s} {held:36s} {r['chosen']:10s} {r['as_trained_test']:.3f} -> {r['chosen_test']:.3f}"
+        )
+    summary = means(rows)
+    for family, m in summary.items():
+        print(
+            f"{family}: {m['classes']} classes, mean test AUROC {m['as_trained_test']:.3f} -> {m['chosen_test']:.3f}"
+        )
+    if args.json:
+        note = f"python benchmarks/holdout_choice.py {args.results} --json {args.json}"
+        write_json(
+            args.json,
+            {"note": note, "rule": "the highest held-out image AUROC", "rows": rows, "means": summary},
+        )
+
+
+if __name__ == "__main__":
+    main()

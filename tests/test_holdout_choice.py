@@ -1,0 +1,56 @@
+"""benchmarks/holdout_choice.py: the per-class choice on held-out images, never on the test split."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from holdout_choice import choose, means
+
+
+def cell(dataset: str, variant: str, auroc: float, status: str = "done") -> dict:
+    return {
+        "id": f"{dataset}/{variant}",
+        "dataset": dataset,
+        "variant": variant,
+        "image_auroc": auroc,
+        "status": status,
+    }
+
+
+def test_each_class_takes_the_measurement_best_on_held_out_images_and_reports_its_test_auroc():
+    cells = [
+        # mnist-8: layer 3 wins on held-out images (and would lose on the test split: not looked at)
+        cell("mnist-8", "utad", 0.85),
+        cell("mnist-8", "utad-holdout", 0.86),
+        cell("mnist-8", "layer-3-holdout", 0.93),
+        cell("mnist-8", "layer-3", 0.80),
+        # mnist-2: a tie on held-out images keeps the run as trained
+        cell("mnist-2", "utad", 0.87),
+        cell("mnist-2", "utad-holdout", 0.90),
+        cell("mnist-2", "layer-3-holdout", 0.90),
+        cell("mnist-2", "layer-3", 0.99),
+        # fashion-mnist-0: its test cell with layer 3 has not run yet, so layer 3 is not a candidate
+        cell("fashion-mnist-0", "utad", 0.82),
+        cell("fashion-mnist-0", "utad-holdout", 0.80),
+        cell("fashion-mnist-0", "layer-3-holdout", 0.95),
+        cell("fashion-mnist-0", "layer-3", 0.97, status="failed"),
+        # mnist-5: nothing measured on held-out images: no row
+        cell("mnist-5", "utad", 0.90),
+    ]
+    rows = {r["dataset"]: r for r in choose(cells)}
+    assert list(rows) == ["mnist-8", "mnist-2"]
+    assert rows["mnist-8"]["chosen"] == "layer-3" and rows["mnist-8"]["chosen_test"] == 0.80
+    assert rows["mnist-8"]["holdout"] == {"utad": 0.86, "layer-3": 0.93}
+    assert rows["mnist-2"]["chosen"] == "utad" and rows["mnist-2"]["chosen_test"] == 0.87
+    summary = means(list(rows.values()))
+    assert summary == {
+        "mnist": {
+            "classes": 2,
+            "as_trained_test": pytest.approx(0.86),
+            "chosen_test": pytest.approx(0.835),
+        }
+    }
