@@ -14,8 +14,8 @@ from utad.io import write_json
 
 def summary(run: Path) -> dict:
     m = json.loads((run / "metrics.json").read_text())
-    hist = run / "history.json"  # none in a folder of `utad test --out` (its train_seconds read 0)
-    h = json.loads(hist.read_text()) if hist.exists() else {"ienet": [], "expert": []}
+    hist = run / "history.json"  # none in a folder of `utad test --out`: no per-stage times there
+    h = json.loads(hist.read_text()) if hist.exists() else {}
     cfg = m["config"]
     keys = ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max")
     row = {
@@ -27,7 +27,8 @@ def summary(run: Path) -> dict:
         "per_defect_type": m.get("per_defect_type"),  # one-class runs: per original class
         "parameters": m.get("parameters"),
         "fidelity": m.get("fidelity"),
-        # every stage the run's history has (ienet and expert; fit or ae for the baselines)
+        "train_seconds_total": m.get("train_seconds"),  # the trained run's, as metrics.json records it
+        # per stage, where the folder has the run's history (ienet and expert; fit or ae for the baselines)
         "train_seconds": {
             s: (v[-1].get("seconds", 0.0) if v else 0.0) for s, v in h.items() if isinstance(v, list)
         },
@@ -61,7 +62,7 @@ def summary(run: Path) -> dict:
             )
         },
         "expert_lr": cfg["train"].get("expert_lr"),
-        "last_expert_epoch": h["expert"][-1] if h["expert"] else None,
+        "last_expert_epoch": h["expert"][-1] if h.get("expert") else None,
         "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
         "expert_crop": cfg["train"].get("expert_crop"),
     }
