@@ -89,6 +89,10 @@ def test_test_on_synthetic_defects_of_the_validation_images(trained_run, tmp_pat
     assert m["eval_resolution"] == "32x32 (model)"
     for key in ("image_auroc", "pixel_auroc", "aupro", "iou", "iou_defect_mean"):
         assert 0.0 <= m[key] <= 1.0, key
+    # broken down per drawn defect, each kind once per validation image
+    per_kind = {r["type"]: r["n"] for r in m["per_defect_type"]}
+    n = m["n_test"] - m["n_anomalous"]
+    assert per_kind == {"good": n, "patch": n, "stain": n, "scratch": n}
     assert (out / "report.png").stat().st_size > 10_000
     if own is not None:
         assert (trained_run / "metrics.json").read_text() == own

@@ -168,8 +168,7 @@ def _test_run(
     analysis = code_analysis(det, data, out, cfg.seed)  # tsne.png, tsne.csv (UTAD only)
     if analysis is not None:
         metrics["code_analysis"] = analysis
-    kinds = [s.defect_type if s.label else "good" for s in data.test_samples] if data.test_samples else None
-    kinds = kinds or data.test_kinds or ["good" if y == 0 else "anomalous" for y in np.asarray(labels)]
+    kinds = data.test_kinds or ["good" if y == 0 else "anomalous" for y in np.asarray(labels)]
     all_gts = None
     if data.test_samples and data.has_masks:
         size = cfg.data.image_size

@@ -30,8 +30,13 @@ class DataBundle:
     has_masks: bool  # pixel metrics possible
     test_samples: list[Sample] | None  # file-backed test sets: the listed samples (native masks for metrics)
     skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable files left out (skip_bad)
-    # array-backed test sets (one-class): per test image "good" or its anomaly's kind (the original class)
+    # per test image "good" or its anomaly's kind: the defect type of a file-backed sample (filled in from
+    # test_samples when not given), the original class of a one-class image, the drawn synthetic defect
     test_kinds: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.test_kinds is None and self.test_samples is not None:
+            self.test_kinds = [s.defect_type if s.label else "good" for s in self.test_samples]
 
 
 def check_readable(samples: list[Sample]) -> tuple[list[Sample], list[dict[str, str]]]:
@@ -137,4 +142,5 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
             raise DataError(f"data.synthetic_strength must be in (0, 1], got {cfg.synthetic_strength}")
         bundle.test = SyntheticDefects(val_set, seed, bundle.name, cfg.synthetic_strength)
         bundle.has_masks, bundle.test_samples = True, None
+        bundle.test_kinds = [bundle.test.kind(i) or "good" for i in range(len(bundle.test))]
     return bundle
