@@ -97,6 +97,7 @@ class PMConfig:
     layer_weights: list[float] | None = None  # lambda_l per layer (paper: all 1)
     terms: list[str] = field(default_factory=lambda: ["x_xhat", "m_mhat", "x_m"])  # Eq. 8 terms
     distance: str = "perceptual"  # perceptual (Eq. 8) | pixel (L1 in RGB, Table 3's |x - x^| rows)
+    input_size: int | None = None  # resize images to this side before the backbone (None: as they are, paper)
 
 
 @dataclass

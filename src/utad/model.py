@@ -65,4 +65,5 @@ def build_pm(cfg: UtadConfig) -> tuple[PerceptualMeasurement, BackboneInfo]:
 
         raise ConfigError(f"pm.distance must be perceptual or pixel, got {p.distance!r}")
     backbone, info = load_backbone(p.backbone, p.layers, p.vgg_weights, p.allow_random)
-    return PerceptualMeasurement(backbone, info.layers, p.layer_weights, pm_terms(cfg)), info
+    pm = PerceptualMeasurement(backbone, info.layers, p.layer_weights, pm_terms(cfg), p.input_size)
+    return pm, info

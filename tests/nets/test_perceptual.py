@@ -106,6 +106,31 @@ def test_pm_eq8_terms_and_layers():
         PerceptualMeasurement(net, ["conv1_2"], terms=["x_y"])
 
 
+def test_pm_measures_at_its_input_size_and_returns_maps_at_the_images_size():
+    """``pm.input_size``: the images resized (bilinear) to that side before the backbone, the distance maps
+    brought back to the images' own size; at the images' own size it changes nothing."""
+    torch.manual_seed(0)
+    net, _ = load_backbone("vgg19", ["conv2_2"], allow_random=True)
+    x, m = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    big = PerceptualMeasurement(net, ["conv2_2"], terms=["x_m"], input_size=64)
+    e = big(x, m, None, None)
+    assert e.shape == (2, 1, 32, 32)
+    assert big.features(x)[0].shape[-2:] == (32, 32)  # conv2_2 has stride 2: 64 px in, 32 x 32 out
+
+    def up(t):
+        return F.interpolate(t, size=(64, 64), mode="bilinear", align_corners=False)
+
+    plain = PerceptualMeasurement(net, ["conv2_2"], terms=["x_m"])
+    f_x, f_m = plain.features(up(x))[0], plain.features(up(m))[0]
+    by_hand = F.interpolate((f_x - f_m).abs().mean(1, keepdim=True), size=(32, 32), mode="bilinear")
+    assert torch.allclose(e, by_hand, atol=1e-5)
+    assert not torch.allclose(e, plain(x, m, None, None), atol=1e-3)
+    same = PerceptualMeasurement(net, ["conv2_2"], terms=["x_m"], input_size=32)
+    assert torch.equal(same(x, m, None, None), plain(x, m, None, None))
+    with pytest.raises(UtadError, match=r"pm.input_size must be at least 8 px .*got 4"):
+        PerceptualMeasurement(net, ["conv2_2"], input_size=4)
+
+
 def test_grey_input_is_repeated():
     net, _ = load_backbone("vgg19", ["conv1_2"], allow_random=True)
     pm = PerceptualMeasurement(net, ["conv1_2"], terms=["x_m"])

