@@ -107,9 +107,11 @@ def choose_measurement(
                 f"{run}: a one-class run is measured on held-out training images, not on drawn defects, so "
                 "--synthetic-strength does not apply"
             )
-        where = ["data.evaluate_on=holdout"]
-        if not one_class:
-            where = ["data.evaluate_on=synthetic", f"data.synthetic_strength={strength}"]
+        where = (
+            ["data.evaluate_on=holdout"]
+            if one_class
+            else ["data.evaluate_on=synthetic", f"data.synthetic_strength={strength}"]
+        )
         data = build_data(overridden(cfg, where).data, cfg.seed, run.parent / ".utad-cache")
         digest = _validation_digest(data)
         if val_digest is None:
