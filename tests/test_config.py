@@ -67,6 +67,15 @@ def test_overrides_and_errors(tmp_path):
         load_config("cpu-fast", ["train.ie_epochs=many"])
     with pytest.raises(ConfigError, match="detect.open_px.*must be 0 \\(off\\) or more"):
         load_config("cpu-fast", ["detect.open_px=-1"])
+    with pytest.raises(ConfigError, match="expert.detail_stride: must be 0 .* or a positive multiple of 4"):
+        load_config("cpu-fast", ["expert.detail_stride=6"])
+    with pytest.raises(ConfigError, match="expert.detail_stride: must divide data.image_size 128"):
+        load_config("cpu-fast", ["expert.detail_stride=12"])
+    with pytest.raises(ConfigError, match="train.expert_crop: must be divisible by expert.detail_stride 16"):
+        load_config("cpu-fast", ["expert.detail_stride=16", "train.expert_crop=40"])
+    assert (
+        load_config("cpu-fast", ["expert.detail_stride=8", "train.expert_crop=64"]).expert.detail_stride == 8
+    )
     with pytest.raises(ConfigError, match="unknown preset 'nope'"):
         load_config("nope")
     bad = tmp_path / "bad.yaml"

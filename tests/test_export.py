@@ -97,3 +97,29 @@ def test_onnx_keeps_the_map_opening(trained_run, tmp_path):
         assert q.score == pytest.approx(p.score, rel=1e-4)
         assert np.abs(p.anomaly_map - q.anomaly_map).max() <= 1e-4 * np.abs(p.anomaly_map).max()
         assert not np.allclose(p.anomaly_map, r.anomaly_map)  # the opening did change the map
+
+
+def test_onnx_exports_a_spatial_detail_code(trained_run, tmp_path):
+    """``expert.detail_stride`` (s a map, AdaIN per cell, resized in the graph) exports and scores as in PyTorch.
+    E_S's pooling has no weights, so the trained run's weights serve both codes; E_S's and the MLP's last layers
+    are scaled up in both copies so that s visibly drives x^ after the tiny run's two epochs."""
+    runs = {}
+    for stride in (0, 8):
+        run = runs[stride] = tmp_path / f"stride-{stride}"
+        shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".utad-cache"))
+        ckpt = load_checkpoint(run)
+        ckpt["config"]["expert"]["detail_stride"] = stride
+        last = max(k for k in ckpt["expert"] if k.startswith("mlp.net.") and k.endswith(".weight"))
+        ckpt["expert"][last] = ckpt["expert"][last] * 50
+        ckpt["expert"]["detail.net.2.conv.weight"] = ckpt["expert"]["detail.net.2.conv.weight"] * 50
+        save_checkpoint(run, ckpt)
+    assert main(["export", str(runs[8]), "--out", str(tmp_path / "m.onnx")]) == 0
+    det, onx = Detector.load(runs[8]), OnnxDetector(tmp_path / "m.onnx")
+    x = _images(trained_run, n_bottle=2)[:4]
+    globl = Detector.load(runs[0]).predict_tensor(x)
+    for p, q, r in zip(det.predict_tensor(x), onx.predict_tensor(x), globl, strict=True):
+        assert q.score == pytest.approx(p.score, rel=1e-4)
+        assert np.abs(p.anomaly_map - q.anomaly_map).max() <= 1e-4 * np.abs(p.anomaly_map).max()
+        assert (
+            np.abs(p.anomaly_map - r.anomaly_map).max() > 1e-3 * np.abs(p.anomaly_map).max()
+        )  # 10x the tolerance above

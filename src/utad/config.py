@@ -69,6 +69,7 @@ class ExpertNetConfig:
     res_blocks: int = 2  # residual blocks in encoders and decoders (paper: 2 MVTec, 1 one-class)
     detail_dim: int = 8  # size of the detail vector s = E_S(x)
     detail_layers: int = 3  # conv layers in E_S before adaptive average pooling
+    detail_stride: int = 0  # 0: one s per image (paper); N: one s per N x N pixels (beyond the paper)
     mlp_dim: int = 256  # hidden width of the MLP producing AdaIN's gamma and beta from s
     use_detail: bool = True  # E_S on; False is "without E_S": AdaIN fed from s ~ N(0, 1)
     use_naive: bool = True  # m^ branch on; False drops m^ and the phi(m, m^) term ("without m^ guidance")
@@ -322,6 +323,15 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
         fail("data.image_size", f"must be divisible by {stride} (the networks halve it that often)")
     if cfg.expert.enabled and cfg.expert.lambda_adv < 0:
         fail("expert.lambda_adv", "must be 0 (off) or more")
+    if cfg.expert.enabled and cfg.expert.detail_stride:
+        unit = 2 ** (cfg.expert.detail_layers - 1)
+        if cfg.expert.detail_stride < 0 or cfg.expert.detail_stride % unit:
+            fail(
+                "expert.detail_stride",
+                f"must be 0 (one s per image) or a positive multiple of {unit} (E_S's stride)",
+            )
+        if cfg.data.image_size % cfg.expert.detail_stride:
+            fail("expert.detail_stride", f"must divide data.image_size {cfg.data.image_size}")
     for key in ("lambda_s_prior", "lambda_s_random"):
         if cfg.expert.enabled and getattr(cfg.expert, key) < 0:
             fail(f"expert.{key}", "must be 0 (off) or more")
@@ -342,6 +352,13 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
             "train.expert_crop",
             f"must be null or a side <= data.image_size divisible by {2**cfg.expert.downsample}",
         )
+    if (
+        crop is not None
+        and cfg.expert.enabled
+        and cfg.expert.detail_stride
+        and crop % cfg.expert.detail_stride
+    ):
+        fail("train.expert_crop", f"must be divisible by expert.detail_stride {cfg.expert.detail_stride}")
     return cfg
 
 

@@ -41,6 +41,7 @@ def build_expert(cfg: UtadConfig) -> ExpertNet | None:
         use_naive=c.use_naive,
         residual=c.residual,
         skips=c.skips,
+        detail_stride=c.detail_stride,
     )
 
 

@@ -102,3 +102,38 @@ def test_blocks_shapes_and_grads():
     res = AdaINResBlock(8)
     y = res(x, torch.randn(2, res.n_params))
     assert y.shape == x.shape
+
+
+def test_spatial_detail_code_is_local_and_places_details():
+    """``detail_stride``: s is a map of one vector per cell of that many pixels; E_S's code of a cell depends only
+    on the pixels near it, and a detail code changed in one cell changes x^ near that cell, not across it."""
+    torch.manual_seed(0)
+    net = ExpertNet(dim=4, downsample=2, res_blocks=1, detail_dim=4, mlp_dim=8, detail_stride=8).eval()
+    x, m = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    out = net(x, m)
+    assert out.s.shape == (1, 4, 8, 8) and out.x_hat.shape == x.shape
+    x2 = x.clone()
+    x2[:, :, :16, :16] = 1 - x2[:, :, :16, :16]  # change the top-left corner only
+    s, s2 = net.detail_vector(x), net.detail_vector(x2)
+    assert not torch.allclose(s[..., :2, :2], s2[..., :2, :2])
+    assert torch.equal(s[..., 5:, 5:], s2[..., 5:, 5:])  # cells beyond E_S's receptive field do not move
+    # a global s of the same weights is the mean over cells, and a constant spatial s decodes as the global one
+    glob = ExpertNet(dim=4, downsample=2, res_blocks=1, detail_dim=4, mlp_dim=8).eval()
+    glob.load_state_dict(net.state_dict())
+    assert torch.allclose(glob.detail_vector(x), s.mean(dim=(2, 3)), atol=1e-6)
+    flat = s.mean(dim=(2, 3), keepdim=True).expand_as(s)
+    assert torch.allclose(net.reconstruct(m, flat), glob.reconstruct(m, s.mean(dim=(2, 3))), atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of E_S's own stride 4"):
+        DetailExtractor(3, 4, 4, layers=3, stride=6)
+
+
+def test_adain_with_maps_modulates_each_position():
+    k = torch.rand(2, 3, 8, 8)
+    gamma, beta = torch.rand(2, 3), torch.rand(2, 3)
+    as_maps = adain(k, gamma[:, :, None, None].expand(2, 3, 4, 4), beta[:, :, None, None].expand(2, 3, 4, 4))
+    assert torch.allclose(as_maps, adain(k, gamma, beta), atol=1e-6)  # constant maps: Eq. 7 itself
+    g = torch.ones(2, 3, 8, 8)
+    g[:, :, :4] = 0.0  # gamma 0 over the top half: only beta is left there
+    out = adain(k, g, torch.zeros(2, 3, 8, 8))
+    assert torch.equal(out[:, :, :4], torch.zeros(2, 3, 4, 8))
+    assert torch.allclose(out[:, :, 4:], adain(k, torch.ones(2, 3), torch.zeros(2, 3))[:, :, 4:])

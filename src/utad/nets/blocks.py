@@ -71,11 +71,19 @@ def adain(k: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float =
     """Adaptive instance normalisation, Eq. 7: ``gamma * (k - f(k)) / g(k) + beta``.
 
     ``k`` (B, C, H, W); ``f``, ``g`` its channel-wise mean and standard deviation over H, W; ``gamma`` and
-    ``beta`` (B, C), passed explicitly (not written into layer attributes as MUNIT does).
+    ``beta`` (B, C), passed explicitly (not written into layer attributes as MUNIT does). Maps ``gamma`` and
+    ``beta`` (B, C, h, w) (a spatial detail code, ``expert.detail_stride``; beyond the paper) modulate each
+    position, resized bilinearly to (H, W) where their grid is coarser (SPADE-style); the normalisation
+    itself stays per channel.
     """
     mean = k.mean(dim=(2, 3), keepdim=True)
     std = (k.var(dim=(2, 3), keepdim=True, unbiased=False) + eps).sqrt()
-    return gamma[:, :, None, None] * (k - mean) / std + beta[:, :, None, None]
+    if gamma.dim() == 2:
+        return gamma[:, :, None, None] * (k - mean) / std + beta[:, :, None, None]
+    if gamma.shape[-2:] != k.shape[-2:]:
+        gamma = F.interpolate(gamma, size=k.shape[-2:], mode="bilinear", align_corners=False)
+        beta = F.interpolate(beta, size=k.shape[-2:], mode="bilinear", align_corners=False)
+    return gamma * (k - mean) / std + beta
 
 
 class LayerNorm2d(nn.Module):
@@ -162,7 +170,8 @@ class ResBlock(nn.Module):
 class AdaINResBlock(nn.Module):
     """Residual block whose two normalisations are AdaIN (Eq. 7) with explicit parameters.
 
-    ``forward(x, params)`` takes ``params`` (B, 4 * C): gamma1, beta1, gamma2, beta2.
+    ``forward(x, params)`` takes ``params`` (B, 4 * C) or, from a spatial detail code, (B, 4 * C, h, w):
+    gamma1, beta1, gamma2, beta2.
     """
 
     # pragma: no mutate start (constructors: every test builds them; mutation covers the forward paths)

@@ -26,6 +26,14 @@ Choices (``ExpertNetConfig``), following MUNIT's defaults:
   m only, so x still reaches D_X^A only through s and defects cannot leak into x^.
 * Without E_S (ablation, ``use_detail=False``): ``s ~ N(0, 1)`` while training; at inference ``s = 0`` (the mean
   of N(0, 1)) so the detector stays deterministic.
+* ``detail_stride`` (beyond the paper, 0 = the paper's one detail vector per image): E_S average-pools its last
+  map over cells of ``detail_stride`` x ``detail_stride`` pixels instead of the whole image, so s becomes a map
+  (B, detail_dim, H / stride, W / stride); the MLP maps each cell's vector to that cell's AdaIN gamma and beta,
+  which ``adain`` resizes to the content code's grid. The paper's global s cannot say *where* a detail goes
+  (pill's embossed "FF", its random red speckles); a spatial s can. The price is the paper's guarantee: x still
+  reaches D_X^A only through s, but a spatial s can carry a defect's colour into x^ at the defect's place, the
+  more so the finer the cells. Cells are defined in pixels, not as a count, so that a detail code learned on
+  crops (``train.expert_crop``) means the same on whole images.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from utad.nets.blocks import MLP, AdaINResBlock, ConvBlock, ResBlock
 class ExpertOutput:
     x_hat: torch.Tensor  # (B, C, H, W) high-fidelity reconstruction in [0, 1]
     m_hat: torch.Tensor | None  # (B, C, H, W) naive impression in [0, 1], None without the m^ branch
-    s: torch.Tensor  # (B, detail_dim) detail vector that drove AdaIN
+    s: torch.Tensor  # (B, detail_dim) detail vector that drove AdaIN; (B, detail_dim, h, w) when spatial
 
 
 class ContentEncoder(nn.Module):
@@ -126,21 +134,30 @@ class Decoder(nn.Module):
 
 
 class DetailExtractor(nn.Module):
-    """E_S: three conv layers and adaptive average pooling; (B, C, H, W) -> s (B, detail_dim)."""
+    """E_S: three conv layers and average pooling; (B, C, H, W) -> s (B, detail_dim).
+
+    With ``stride`` > 0 the pooling is over cells of ``stride`` pixels: s (B, detail_dim, H / stride, W / stride).
+    """
 
     # pragma: no mutate start (constructors: every test builds them; mutation covers the forward paths)
-    def __init__(self, in_channels: int, dim: int, detail_dim: int, layers: int = 3) -> None:
+    def __init__(self, in_channels: int, dim: int, detail_dim: int, layers: int = 3, stride: int = 0) -> None:
         super().__init__()
         convs: list[nn.Module] = [ConvBlock(in_channels, dim, 7, norm="none")]
         for i in range(layers - 2):
             convs.append(ConvBlock(dim * 2**i, dim * 2 ** (i + 1), 4, stride=2, norm="none"))
         convs.append(ConvBlock(dim * 2 ** (layers - 2), detail_dim, 4, stride=2, norm="none", act="none"))
-        self.net = nn.Sequential(*convs, nn.AdaptiveAvgPool2d(1))
+        conv_stride = 2 ** (layers - 1)
+        if stride and stride % conv_stride:
+            raise ValueError(f"detail stride {stride} must be a multiple of E_S's own stride {conv_stride}")
+        self.spatial = stride > 0
+        pool = nn.AvgPool2d(stride // conv_stride) if self.spatial else nn.AdaptiveAvgPool2d(1)
+        self.net = nn.Sequential(*convs, pool)
 
     # pragma: no mutate end
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(1)
+        s = self.net(x)
+        return s if self.spatial else s.flatten(1)
 
 
 class ExpertNet(nn.Module):
@@ -160,16 +177,19 @@ class ExpertNet(nn.Module):
         use_naive: bool = True,
         residual: bool = False,
         skips: bool = False,
+        detail_stride: int = 0,
     ) -> None:
         super().__init__()
         self.use_detail, self.use_naive, self.detail_dim = use_detail, use_naive, detail_dim
-        self.residual, self.skips = residual, skips
+        self.residual, self.skips, self.detail_stride = residual, skips, detail_stride
         self.enc_a = ContentEncoder(in_channels, dim, downsample, res_blocks)  # E_X^A
         self.dec_a = Decoder(
             self.enc_a.out_channels, in_channels, downsample, res_blocks, adaptive=True
         )  # D_X^A
         self.detail = (
-            DetailExtractor(in_channels, dim, detail_dim, detail_layers) if use_detail else None
+            DetailExtractor(in_channels, dim, detail_dim, detail_layers, detail_stride)
+            if use_detail
+            else None
         )  # E_S
         n = self.dec_a.n_adain_params
         self.mlp = MLP([detail_dim, mlp_dim, mlp_dim, n])
@@ -195,16 +215,24 @@ class ExpertNet(nn.Module):
         """s = E_S(x); without E_S: N(0, 1) samples while training, zeros at inference."""
         if self.detail is not None:
             return self.detail(x * 2 - 1)
-        shape = (x.shape[0], self.detail_dim)
+        shape: tuple[int, ...] = (x.shape[0], self.detail_dim)
+        if self.detail_stride:
+            shape += (x.shape[2] // self.detail_stride, x.shape[3] // self.detail_stride)
         return torch.randn(shape, device=x.device) if self.training else x.new_zeros(shape)
+
+    def adain_params(self, s: torch.Tensor) -> torch.Tensor:
+        """The MLP of s: AdaIN's parameters (B, n), or (B, n, h, w) from a spatial s (the MLP per cell)."""
+        if s.dim() == 2:
+            return self.mlp(s)
+        return self.mlp(s.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def reconstruct(self, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """x^ = D_X^A(E_X^A(m), s), in [0, 1] (with ``residual``: sigmoid(logit(m) + D_X^A(...)))."""
         if self.skips:
             *feats, code = self.enc_a.features(m * 2 - 1)
-            y = self.dec_a(code, self.mlp(s), skips=feats[::-1])
+            y = self.dec_a(code, self.adain_params(s), skips=feats[::-1])
         else:
-            y = self.dec_a(self.enc_a(m * 2 - 1), self.mlp(s))
+            y = self.dec_a(self.enc_a(m * 2 - 1), self.adain_params(s))
         if self.residual:
             return torch.sigmoid(torch.logit(m, eps=1e-4) + y)
         return (torch.tanh(y) + 1) / 2
