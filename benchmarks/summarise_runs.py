@@ -53,6 +53,7 @@ def summary(run: Path) -> dict:
                 "residual",
                 "skips",
                 "use_detail",
+                "detail_stride",
                 "lambda_s",
                 "lambda_s_prior",
                 "detail_judge",
