@@ -27,6 +27,7 @@ def summary(run: Path) -> dict:
         "per_defect_type": m.get("per_defect_type"),  # one-class runs: per original class
         "parameters": m.get("parameters"),
         "fidelity": m.get("fidelity"),
+        "defect_fidelity": m.get("defect_fidelity"),  # the same on the defect pixels (a leak shows here)
         "train_seconds_total": m.get("train_seconds"),  # the trained run's, as metrics.json records it
         # per stage, where the folder has the run's history (ienet and expert; fit or ae for the baselines)
         "train_seconds": {
@@ -81,8 +82,10 @@ def main() -> None:
         f = r["fidelity"] or {}
         shown = {k: r[k] for k in ("image_auroc", "pixel_auroc", "aupro", "iou")}
         text = " ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in shown.items())
+        d = r["defect_fidelity"] or {}
         gain = "-" if f.get("gain") is None else f"{f['gain']:.2f}"
-        print(f"{r['run']}: {text} gain {gain}")
+        defect = "-" if d.get("gain") is None else f"{d['gain']:.2f}"
+        print(f"{r['run']}: {text} gain {gain} (on defect pixels {defect})")
 
 
 if __name__ == "__main__":

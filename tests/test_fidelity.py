@@ -74,6 +74,32 @@ def test_meter_matches_a_hand_computation():
     assert no_expert.result()["gain"] is None and no_expert.result()["phi_x_xhat"] is None
 
 
+def test_masked_meter_measures_only_the_defect_pixels():
+    """The defect gain: an x^ that restores x's details but keeps the defect out as m does scores 1 on the
+    defect pixels; one that copies the defect too scores its normal gain there (a leak)."""
+    pm = PerceptualMeasurement(None, [])
+    x = torch.zeros(2, 3, 4, 4)
+    m = torch.full_like(x, 0.4)
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, :, :2, :2] = 1  # 4 defect pixels in image 0, 2 in image 1
+    mask[1, :, 0, :2] = 1
+    keeps_defect_out = torch.where(mask.bool().expand_as(x), m, torch.full_like(x, 0.1))
+    meter = FidelityMeter(pm, masked=True)
+    meter.update(x, m, keeps_defect_out, mask)
+    r = meter.result()
+    assert r["n_images"] == 2 and r["n_pixels"] == 6
+    assert r["phi_x_m"] == pytest.approx(0.4) and r["gain"] == pytest.approx(1.0)
+    assert "ssim_x_xhat" not in r
+    leaks = FidelityMeter(pm, masked=True)
+    leaks.update(x, m, torch.full_like(x, 0.1), mask)
+    assert leaks.result()["gain"] == pytest.approx(4.0)
+    whole = FidelityMeter(pm, with_ssim=False)
+    whole.update(x, m, keeps_defect_out)
+    assert whole.result()["gain"] == pytest.approx(0.4 / (0.1 * 26 / 32 + 0.4 * 6 / 32))
+    with pytest.raises(ValueError, match="needs the defect masks"):
+        FidelityMeter(pm, masked=True).update(x, m, x)
+
+
 def test_fidelity_of_a_trained_run_is_reported_and_a_failed_second_stage_warns(
     trained_run, tmp_path, monkeypatch
 ):
@@ -88,13 +114,19 @@ def test_fidelity_of_a_trained_run_is_reported_and_a_failed_second_stage_warns(
     assert -1 <= f["ssim_x_xhat"] <= 1 and -1 <= f["ssim_x_m"] <= 1
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["fidelity"] == f
+    d = metrics["defect_fidelity"]  # the demo's drawn defects have masks
+    assert d["n_images"] == metrics["n_anomalous"] and d["n_pixels"] > 0
+    assert math.isfinite(d["gain"]) and d["gain"] == pytest.approx(d["phi_x_m"] / d["phi_x_xhat"])
+    assert written["defect_fidelity"] == d
     history = json.loads((trained_run / "history.json").read_text())
     assert all(r["val_gain"] > 0 for r in history["expert"])  # learning curve: gain per epoch
     assert all(r["val_phi_x_m"] > 0 for r in history["ienet"])
     assert (tmp_path / "fidelity.png").stat().st_size > 1000
     assert f"fidelity gain {f['gain']:.2f} on {f['n_images']} normal test images" in metrics["warning"]
     assert written["warning"] == metrics["warning"]
-    assert "Expert-Net&#x27;s x^ is further from x" in (tmp_path / "report.html").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert "Expert-Net&#x27;s x^ is further from x" in html
+    assert "the same on defect pixels (near 1: x^ keeps defects out)" in html
 
 
 def test_low_gain_warns_with_the_number_and_what_to_try():

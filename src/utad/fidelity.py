@@ -10,6 +10,13 @@ measurement (the PM backbone and layers, or pixels when ``pm.distance=pixel``):
   as far from x as m is), < 1 when the expert makes things worse;
 * ``ssim_x_xhat``, ``ssim_x_m``: mean SSIM (Wang et al. 2004; 7x7 window, data range 1) over images, so blur is
   visible in a second, backbone-free number.
+
+The other side of the argument is that x^ stays anomaly-free: x reaches D_X^A only through the detail code s, so
+x^ should not restore a defect. ``FidelityMeter(pm, masked=True)`` measures that on the anomalous test images
+with masks: the same distances averaged over the ground-truth defect pixels only (pooled over all of them), and
+their ratio ``gain`` there, the *defect gain*. Near 1, x^ keeps the defect out as m does; the closer it comes
+to the normal images' gain (or above it), the more of the defect x^ copies from x (a *leak*, e.g. through a
+spatial detail code, ``expert.detail_stride``), which dims e where it should be bright.
 """
 
 from __future__ import annotations
@@ -71,29 +78,41 @@ class FidelityMeter:
 
     pm: PerceptualMeasurement
     with_ssim: bool = True
+    masked: bool = False  # True: means over the pixels of the masks given to ``update`` (no SSIM)
     _sums: dict[str, float] = field(default_factory=lambda: {"x_xhat": 0.0, "x_m": 0.0})
     _ssim: dict[str, list[float]] = field(default_factory=lambda: {"x_xhat": [], "x_m": []})
     _n: int = 0
+    _pixels: float = 0.0
     _has_xhat: bool = False
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor, m: torch.Tensor, x_hat: torch.Tensor | None) -> None:
-        """x, m, x^ (B, C, H, W) in [0, 1]; x^ None when the model has no Expert-Net."""
+    def update(
+        self, x: torch.Tensor, m: torch.Tensor, x_hat: torch.Tensor | None, mask: torch.Tensor | None = None
+    ) -> None:
+        """x, m, x^ (B, C, H, W) in [0, 1]; x^ None when the model has no Expert-Net; ``mask`` (B, 1, H, W),
+        required when ``masked``: the pixels to average over."""
+        if self.masked and mask is None:
+            raise ValueError("a masked FidelityMeter needs the defect masks")
         pairs = {"x_m": (x, m)}
         if x_hat is not None:
             pairs["x_xhat"] = (x, x_hat)
             self._has_xhat = True
         maps = self.pm.distances(pairs)
         for k, d in maps.items():
-            self._sums[k] += float(d.mean(dim=(1, 2, 3)).sum())
-        if self.with_ssim:
+            if self.masked:
+                self._sums[k] += float((d * mask).sum())
+            else:
+                self._sums[k] += float(d.mean(dim=(1, 2, 3)).sum())
+        if self.masked:
+            self._pixels += float(mask.sum())
+        elif self.with_ssim:
             for k, (_, b) in pairs.items():
                 xs, bs = x.permute(0, 2, 3, 1).cpu().numpy(), b.permute(0, 2, 3, 1).cpu().numpy()
                 self._ssim[k] += [ssim(p, q) for p, q in zip(xs, bs, strict=True)]
         self._n += x.shape[0]
 
     def result(self) -> dict[str, float | int | None]:
-        n = max(self._n, 1)
+        n = max(self._pixels if self.masked else self._n, 1)
         phi_xh = self._sums["x_xhat"] / n if self._has_xhat else None
         phi_m = self._sums["x_m"] / n
         out: dict[str, float | int | None] = {
@@ -102,7 +121,9 @@ class FidelityMeter:
             "phi_x_m": phi_m,
             "gain": (phi_m / phi_xh) if phi_xh else None,
         }
-        if self.with_ssim:
+        if self.masked:
+            out["n_pixels"] = int(self._pixels)
+        elif self.with_ssim:
             out["ssim_x_xhat"] = float(np.mean(self._ssim["x_xhat"])) if self._ssim["x_xhat"] else None
             out["ssim_x_m"] = float(np.mean(self._ssim["x_m"])) if self._ssim["x_m"] else None
         return out

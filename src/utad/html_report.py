@@ -162,6 +162,9 @@ def write_html_report(
     fid = metrics.get("fidelity") or {}
     if fid.get("gain") is not None:
         rows.append(["fidelity gain phi(x,m)/phi(x,x^)", _fmt(fid["gain"])])
+    defect = metrics.get("defect_fidelity") or {}
+    if defect.get("gain") is not None:
+        rows.append(["the same on defect pixels (near 1: x^ keeps defects out)", _fmt(defect["gain"])])
     if (metrics.get("code_analysis") or {}).get("code_knn_auroc") is not None:
         rows.append(["IE-Net nearest-training-code AUROC", _fmt(metrics["code_analysis"]["code_knn_auroc"])])
     types = metrics.get("per_defect_type") or []
