@@ -74,6 +74,30 @@ def test_meter_matches_a_hand_computation():
     assert no_expert.result()["gain"] is None and no_expert.result()["phi_x_xhat"] is None
 
 
+def test_detail_swap_tells_an_expert_that_uses_s_from_one_that_ignores_it():
+    """detail_swap: x^ decoded with another image's detail code. An expert whose AdaIN parameters do not depend
+    on s (the MLP's last layer zeroed but for its bias) scores exactly 0; one whose parameters do, more."""
+    torch.manual_seed(0)
+    pm = PerceptualMeasurement(None, [])
+    uses = ExpertNet(3, dim=8, downsample=2, res_blocks=1, mlp_dim=16).eval()
+    ignores = ExpertNet(3, dim=8, downsample=2, res_blocks=1, mlp_dim=16).eval()
+    ignores.load_state_dict(uses.state_dict())
+    nn.init.zeros_(ignores.mlp.net[-1].weight)  # gamma, beta = the bias, whatever s is
+    g = torch.Generator().manual_seed(1)
+    # images that differ as a whole (each its own colour), so that their detail codes differ
+    batches = [{"image": torch.rand(4, 3, 1, 1, generator=g) * torch.ones(4, 3, 32, 32)} for _ in range(3)]
+    results = {}
+    for name, net in (("uses", uses), ("ignores", ignores)):
+        results[name] = measure_fidelity(BlurIE(), net, pm, batches, "cpu", with_ssim=False)
+    assert results["ignores"]["detail_swap"] == 0.0
+    assert results["uses"]["detail_swap"] > 1e-4
+    for r in results.values():
+        assert r["l1_xhat_m"] > 0 and r["n_images"] == 12
+    assert "detail_swap" not in measure_fidelity(BlurIE(), FixedExpert("constant"), pm, _batches(), "cpu")
+    one = [{"image": torch.rand(1, 3, 32, 32)}]  # a batch of one has no other code to swap in
+    assert "detail_swap" not in measure_fidelity(BlurIE(), uses, pm, one, "cpu", with_ssim=False)
+
+
 def test_masked_meter_measures_only_the_defect_pixels():
     """The defect gain: an x^ that restores x's details but keeps the defect out as m does scores 1 on the
     defect pixels; one that copies the defect too scores its normal gain there (a leak)."""
@@ -112,6 +136,7 @@ def test_fidelity_of_a_trained_run_is_reported_and_a_failed_second_stage_warns(
     for key in ("phi_x_xhat", "phi_x_m", "gain"):
         assert math.isfinite(f[key]) and f[key] > 0, key
     assert -1 <= f["ssim_x_xhat"] <= 1 and -1 <= f["ssim_x_m"] <= 1
+    assert 0 <= f["detail_swap"] < 1 and 0 < f["l1_xhat_m"] < 1  # how much x^ depends on the detail code
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["fidelity"] == f
     d = metrics["defect_fidelity"]  # the demo's drawn defects have masks
@@ -120,6 +145,7 @@ def test_fidelity_of_a_trained_run_is_reported_and_a_failed_second_stage_warns(
     assert written["defect_fidelity"] == d
     history = json.loads((trained_run / "history.json").read_text())
     assert all(r["val_gain"] > 0 for r in history["expert"])  # learning curve: gain per epoch
+    assert all(r["val_detail_swap"] >= 0 for r in history["expert"])
     assert all(r["val_phi_x_m"] > 0 for r in history["ienet"])
     assert (tmp_path / "fidelity.png").stat().st_size > 1000
     assert f"fidelity gain {f['gain']:.2f} on {f['n_images']} normal test images" in metrics["warning"]

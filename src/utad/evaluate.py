@@ -21,7 +21,7 @@ from utad.data.bundle import DataBundle
 from utad.data.images import load_mask, open_image
 from utad.detector import MapDetector, Prediction
 from utad.errors import UtadError
-from utad.fidelity import FidelityMeter
+from utad.fidelity import FidelityMeter, swapped_reconstruction
 from utad.metrics import aupro, f1_max, image_auroc, iou, pixel_auroc
 
 
@@ -48,10 +48,13 @@ def normal_fidelity(
     meter = FidelityMeter(det.pm)
     normal = [p for p, y in zip(preds, labels, strict=True) if y == 0]
     stack = partial(_stack, device=det.kernel.device)
+    expert = getattr(det, "expert", None)
     for i in range(0, len(normal), batch_size):
         chunk = normal[i : i + batch_size]
         x_hat = None if chunk[0].reconstruction is None else stack([p.reconstruction for p in chunk])
-        meter.update(stack([p.image for p in chunk]), stack([p.impression for p in chunk]), x_hat)
+        x, m = stack([p.image for p in chunk]), stack([p.impression for p in chunk])
+        swapped = swapped_reconstruction(expert, x, m) if x_hat is not None else None
+        meter.update(x, m, x_hat, x_hat_swapped=swapped)
     return meter.result()
 
 

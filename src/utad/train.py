@@ -342,7 +342,10 @@ def _train(
 
         def expert_validate() -> dict[str, float]:
             f = measure_fidelity(ienet, expert, pm, val_loader, fabric.device, with_ssim=False)
-            return {"val_phi_x_m": f["phi_x_m"], "val_phi_x_xhat": f["phi_x_xhat"], "val_gain": f["gain"]}
+            row = {"val_phi_x_m": f["phi_x_m"], "val_phi_x_xhat": f["phi_x_xhat"], "val_gain": f["gain"]}
+            if "detail_swap" in f:
+                row["val_detail_swap"] = f["detail_swap"]
+            return row
 
         def expert_loader(ep: int) -> DataLoader:
             return _loader(pairs, bs, True, cfg.seed + 1000 + ep, 0, len(pairs) > bs)
