@@ -85,7 +85,12 @@ def main() -> None:
         d = r["defect_fidelity"] or {}
         gain = "-" if f.get("gain") is None else f"{f['gain']:.2f}"
         defect = "-" if d.get("gain") is None else f"{d['gain']:.2f}"
-        print(f"{r['run']}: {text} gain {gain} (on defect pixels {defect})")
+        swap = (
+            "-"
+            if f.get("detail_swap") is None
+            else f"{f['detail_swap']:.4f} of |x^ - m| {f['l1_xhat_m']:.4f}"
+        )
+        print(f"{r['run']}: {text} gain {gain} (on defect pixels {defect}), detail swap {swap}")
 
 
 if __name__ == "__main__":
