@@ -77,7 +77,7 @@ class ExpertNetConfig:
     skips: bool = False  # U-Net skips from E_X^A's maps of m into D_X^A's upsampling (beyond the paper)
     lambda_x: float = 10.0  # weight of |x^ - x|_1
     lambda_m: float = 10.0  # weight of |m^ - m|_1
-    lambda_s: float = 1.0  # weight of |E_S(x^) - s|_1
+    lambda_s: float = 1.0  # weight of |E_S(x^) - s|_1 (0, beyond the paper: E_S does not collapse; README)
     lambda_s_prior: float = 0.0  # weight of mean(s^2): keeps E_S's codes at N(0, 1)'s scale; 0 = paper
     lambda_s_random: float = 0.0  # weight of MUNIT's |E_S(D_X^A(E_X^A(m), r)) - r|, r ~ N(0, 1); 0 = paper
     detail_judge: bool = False  # True: no gradient into E_S through E_S(x^) in |E_S(x^) - s| (losses.py)

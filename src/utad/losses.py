@@ -73,8 +73,11 @@ def expert_loss(
 ) -> tuple[torch.Tensor, dict[str, float], ExpertOutput]:
     """``lambda_x |x^ - x| + lambda_m |m^ - m| + lambda_s |E_S(x^) - s|`` (L1 means; Sec. 3.2).
 
-    ``s`` is the target of the detail loss and is detached, so E_S cannot satisfy it by collapsing to a
-    constant; the detail term is dropped without E_S, the m^ term without the m^ branch.
+    ``s`` is the target of the detail loss and is detached, so the term does not pull s = E_S(x) towards
+    E_S(x^); E_S still gets its gradient through E_S(x^), and a constant E_S satisfies the term. Measured, it
+    does: on the demo and pill with the residual expert and skips the term falls to 1e-5 and x^ no longer
+    depends on s (``detail_swap`` in ``utad.fidelity``; README, "Is the detail code used?"). The detail term
+    is dropped without E_S, the m^ term without the m^ branch.
 
     Beyond the paper (off unless ``lambda_p > 0``): ``lambda_p * phi(x, x^)``, the perceptual distance the
     detector measures (``PerceptualMeasurement.feature_loss``), so that x^ is trained to be close to x where
