@@ -153,6 +153,9 @@ def test_fidelity_of_a_trained_run_is_reported_and_a_failed_second_stage_warns(
     html = (tmp_path / "report.html").read_text()
     assert "Expert-Net&#x27;s x^ is further from x" in html
     assert "the same on defect pixels (near 1: x^ keeps defects out)" in html
+    assert (
+        f"{f['detail_swap']:.4f} (|x^ - m| {f['l1_xhat_m']:.4f}; near 0: x^ ignores the detail code)" in html
+    )
 
 
 def test_low_gain_warns_with_the_number_and_what_to_try():

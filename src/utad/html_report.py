@@ -162,6 +162,11 @@ def write_html_report(
     fid = metrics.get("fidelity") or {}
     if fid.get("gain") is not None:
         rows.append(["fidelity gain phi(x,m)/phi(x,x^)", _fmt(fid["gain"])])
+    if fid.get("detail_swap") is not None:
+        swap = (
+            f"{fid['detail_swap']:.4f} (|x^ - m| {fid['l1_xhat_m']:.4f}; near 0: x^ ignores the detail code)"
+        )
+        rows.append(["x^ moved by another image's detail code", swap])
     defect = metrics.get("defect_fidelity") or {}
     if defect.get("gain") is not None:
         rows.append(["the same on defect pixels (near 1: x^ keeps defects out)", _fmt(defect["gain"])])
