@@ -68,12 +68,8 @@ def defect_fidelity(
     if det.pm is None or not preds or preds[0].impression is None or not data.test_samples:
         return None
     size = preds[0].image.shape[0]
-    chosen = [
-        (p, load_mask(s.mask, size))
-        for p, s in zip(preds, data.test_samples, strict=True)
-        if s.label and s.mask
-    ]
-    chosen = [(p, g) for p, g in chosen if g.any()]
+    masks = [load_mask(s.mask, size) if s.label and s.mask else None for s in data.test_samples]
+    chosen = [(p, g) for p, g in zip(preds, masks, strict=True) if g is not None and g.any()]
     if not chosen:
         return None
     meter = FidelityMeter(det.pm, masked=True)
