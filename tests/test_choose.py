@@ -24,7 +24,7 @@ def digest(path) -> str:
 def test_choose_writes_the_best_measurement_into_a_new_run(trained_run, tmp_path, capsys):
     before = digest(trained_run / "checkpoint.pt")
     out = tmp_path / "chosen"
-    args = ["choose", str(trained_run), "--out", str(out), "--quiet"]
+    args = ["choose", str(trained_run), "--out", str(out), "--quiet", "--keep-score"]
     cands = [
         "--candidate",
         "deep:pm.layers=[conv3_4]",
@@ -83,7 +83,9 @@ def test_choose_between_runs_trained_alike_and_refuse_runs_with_other_validation
     """Two runs of the same data and seed (here the same command twice) share their synthetic defects, so the
     choice spans both: the best (run, measurement) of all rows; a run with another seed is refused by name."""
     cands = {"as-trained": [], "deep": ["pm.layers=[conv3_4]"]}
-    choice = choose_measurement([trained_run, repeat_run], tmp_path / "both", cands, progress=False)
+    choice = choose_measurement(
+        [trained_run, repeat_run], tmp_path / "both", cands, progress=False, score_candidates={}
+    )
     rows = choice["candidates"]
     assert [(r["run"], r["name"]) for r in rows] == [
         (str(run), name) for run in (trained_run, repeat_run) for name in cands
@@ -96,15 +98,15 @@ def test_choose_between_runs_trained_alike_and_refuse_runs_with_other_validation
     ckpt["config"]["seed"] = 7
     save_checkpoint(other, ckpt)
     with pytest.raises(UtadError, match="other-seed: its validation images or seed differ"):
-        choose_measurement([trained_run, other], tmp_path / "x", cands, progress=False)
+        choose_measurement([trained_run, other], tmp_path / "x", cands, progress=False, score_candidates={})
     assert not (tmp_path / "x").exists()
 
 
 def test_subtler_synthetic_defects_are_a_choice_of_the_command(trained_run, tmp_path, capsys):
     cands = {"as-trained": []}
-    full = choose_measurement(trained_run, tmp_path / "full", cands, progress=False)
+    full = choose_measurement(trained_run, tmp_path / "full", cands, progress=False, score_candidates={})
     assert "strength 1)" in full["evaluated_on"]
-    args = ["choose", str(trained_run), "--out", str(tmp_path / "subtle"), "--quiet"]
+    args = ["choose", str(trained_run), "--out", str(tmp_path / "subtle"), "--quiet", "--keep-score"]
     assert main([*args, "--synthetic-strength", "0.4"]) == 0
     subtle = json.loads((tmp_path / "subtle" / "choice.json").read_text())
     assert "strength 0.4)" in subtle["evaluated_on"]
@@ -112,3 +114,47 @@ def test_subtler_synthetic_defects_are_a_choice_of_the_command(trained_run, tmp_
     assert row["pixel_auroc"] != full["candidates"][0]["pixel_auroc"]  # other defects were measured
     assert main([*args[:3], str(tmp_path / "bad"), "--synthetic-strength", "2"]) == 2
     assert "synthetic_strength must be in (0, 1], got 2" in capsys.readouterr().err
+
+
+def test_the_image_score_is_chosen_after_the_measurement(trained_run, tmp_path, capsys):
+    """The second step tries other image scores with the chosen measurement on the same images: only the image
+    AUROC moves (e and the masks do not), a setting equal to the run's own is skipped, and one replaces the
+    measurement's own score only when strictly better; what is chosen is what the new run folder scores with."""
+    cands = {"as-trained": [], "deep": ["pm.layers=[conv3_4]"]}
+    scores = {
+        "same": ["detect.smooth_sigma=4.0"],
+        "wide": ["detect.smooth_sigma=16"],
+        "mean": ["detect.score=mean"],
+    }
+    choice = choose_measurement(trained_run, tmp_path / "c", cands, progress=False, score_candidates=scores)
+    best = {r["name"]: r for r in choice["candidates"]}[choice["chosen"]]
+    rows = {r["name"]: r for r in choice["score_candidates"]}
+    assert list(rows) == ["wide", "mean"]  # "same" changes nothing
+    assert rows["wide"]["overrides"] == [*best["overrides"], "detect.smooth_sigma=16"]
+    top = max(rows.values(), key=lambda r: r["image_auroc"])
+    if top["image_auroc"] > best["image_auroc"]:
+        assert choice["chosen_score"] == top["name"] and choice["overrides"] == top["overrides"]
+    else:
+        assert choice["chosen_score"] is None and choice["overrides"] == best["overrides"]
+    detect = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["detect"]
+    expected = {"wide": (16.0, "max"), "mean": (4.0, "mean"), None: (4.0, "max")}[choice["chosen_score"]]
+    assert (detect["smooth_sigma"], detect["score"]) == expected
+    assert "image score with the highest image AUROC" in choice["rule"]
+    # the measurement's own score is kept when no candidate beats it (a run scoring 1.0 cannot be beaten)
+    never = choose_measurement(
+        trained_run,
+        tmp_path / "n",
+        {"as-trained": []},
+        progress=False,
+        score_candidates={"same": scores["same"]},
+    )
+    assert never["score_candidates"] == [] and never["chosen_score"] is None
+    assert "image score" not in never["rule"]
+    with pytest.raises(UtadError, match="score candidate bad: .* not image-score settings"):
+        choose_measurement(
+            trained_run, tmp_path / "b", cands, progress=False, score_candidates={"bad": ["pm.terms=[x_m]"]}
+        )
+    # the command prints the second step and names the chosen score
+    assert main(["choose", str(trained_run), "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "image scores with" in out and "sigma-16" in out

@@ -44,9 +44,21 @@ CANDIDATES: dict[str, list[str]] = {
     "term-x-m": ["pm.terms=[x_m]"],
     "term-x-xhat": ["pm.terms=[x_xhat]"],
 }
+# image-score settings tried on the chosen measurement, a second step: they change the image score only (not e,
+# not the masks), so image AUROC alone decides between them and the measurement's choice stands. On pill the
+# smoothed maximum at sigma 4 let single red speckles of good pills decide the score (README, fidelity section)
+SCORE_CANDIDATES: dict[str, list[str]] = {
+    "sigma-8": ["detect.smooth_sigma=8"],
+    "sigma-16": ["detect.smooth_sigma=16"],
+    "top-1%": ["detect.score=topk", "detect.top_k=0.01"],
+}
 RULE_KEYS = ("image_auroc", "pixel_auroc", "aupro")
 RULE = "the highest mean of image AUROC, pixel AUROC and AUPRO on the synthetic defects (ties: listed first)"
 RULE_ONE_CLASS = "the highest image AUROC on held-out training images (ties: listed first)"
+RULE_SCORE = (
+    "then, on the same images, the image score with the highest image AUROC (the measurement's own unless "
+    "another is strictly higher)"
+)
 
 
 def rule_score(metrics: dict[str, Any], keys: tuple[str, ...] = RULE_KEYS) -> float:
@@ -85,17 +97,24 @@ def choose_measurement(
     progress: bool = True,
     device: str = "auto",
     strength: float = 1.0,
+    score_candidates: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Measure ``candidates`` (default ``CANDIDATES``) with each of ``runs`` (trained on the same data with the
     same seed, e.g. two IE-Net codes) on synthetic defects of their validation images, drawn at opacity scale
     ``strength`` (``data.synthetic_strength``), or for one-class runs on held-out training images; write
     ``out`` (a new run folder: the best run's networks with the best measurement, and ``choice.json``); returns
-    the choice."""
+    the choice. Then ``score_candidates`` (default ``SCORE_CANDIDATES``; ``{}``: none) try other image scores
+    with the chosen measurement on the same images (``RULE_SCORE``)."""
     runs = [Path(r) for r in (runs if isinstance(runs, list) else [runs])]
     out = Path(out)
     prepare_run_dir(out, create=False)  # refuse an existing, non-empty folder before any work
     candidates = dict(CANDIDATES if candidates is None else candidates)
+    score_candidates = dict(SCORE_CANDIDATES if score_candidates is None else score_candidates)
+    for name, extra in score_candidates.items():
+        if not all(o.split("=", 1)[0].strip().startswith("detect.") for o in extra):
+            raise UtadError(f"score candidate {name}: {extra} are not image-score settings (detect.*)")
     rows, detectors, val_digest, seed, evaluated_on, keys, rule = [], {}, None, None, "", RULE_KEYS, RULE
+    loaded: dict[str, tuple[Detector, Any]] = {}
     for run in runs:
         det = Detector.load(run, device)
         if det.config.method != "utad" or det.pm is None:
@@ -131,6 +150,7 @@ def choose_measurement(
                 f"{run}: its validation images or seed differ from {runs[0]}'s, so their evaluation images "
                 "differ; runs compared by utad choose need the same data, data.val_fraction and seed"
             )
+        loaded[str(run)] = (det, data)
         for name, overrides in candidates.items():
             cand = with_measurement(det, overrides, data) if overrides else det
             metrics, _ = evaluate(cand, data, cfg.train.batch_size, progress)
@@ -146,17 +166,27 @@ def choose_measurement(
             detectors[(str(run), name)] = cand
     best = max(rows, key=lambda r: r["score"])  # max keeps the first of equal scores
     chosen = detectors[(best["run"], best["name"])]
+    score_rows, chosen_score, overrides, rescored = _choose_score(
+        chosen,
+        best,
+        loaded[best["run"]],
+        score_candidates,
+        progress,
+    )
+    chosen = rescored if rescored is not None else chosen
     source = Path(best["run"])
     ckpt = load_checkpoint(source)
     ckpt.update(config=to_dict(chosen.config), norm=dict(chosen.norm), backbone=chosen.backbone.to_dict())
     choice = {
         "runs": [str(r) for r in runs],
-        "rule": rule,
+        "rule": rule + ("; " + RULE_SCORE if score_rows else ""),
         "evaluated_on": evaluated_on,
         "chosen_run": best["run"],
         "chosen": best["name"],
-        "overrides": best["overrides"],
+        "chosen_score": chosen_score,
+        "overrides": overrides,
         "candidates": rows,
+        "score_candidates": score_rows,
     }
     out = prepare_run_dir(out)
     save_checkpoint(out, ckpt)
@@ -166,3 +196,32 @@ def choose_measurement(
             shutil.copy2(source / name, out / name)
     write_json(out / "choice.json", choice)
     return choice
+
+
+def _choose_score(
+    chosen: Detector,
+    best: dict[str, Any],
+    det_data: tuple[Detector, Any],
+    candidates: dict[str, list[str]],
+    progress: bool,
+) -> tuple[list[dict[str, Any]], str | None, list[str], Detector | None]:
+    """The second step of :func:`choose_measurement`: ``candidates`` (image-score settings, ``detect.*``) on top
+    of the chosen measurement, measured on the same images; returns their rows, the name of the one chosen (None:
+    the measurement's own score stays), the chosen overrides and its detector (None: ``chosen`` stays). A candidate that leaves the detection settings as
+    they are is skipped (e.g. top-1 % for a run that already scores so)."""
+    det, data = det_data
+    rows: list[dict[str, Any]] = []
+    for name, extra in candidates.items():
+        overrides = [*best["overrides"], *extra]
+        if overridden(chosen.config, extra).detect == chosen.config.detect:
+            continue
+        cand = with_measurement(det, overrides, data)
+        metrics, _ = evaluate(cand, data, cand.config.train.batch_size, progress)
+        rows.append(
+            {"name": name, "overrides": overrides, "image_auroc": metrics["image_auroc"], "det": cand}
+        )
+    top = max(rows, key=lambda r: r["image_auroc"], default=None)
+    public = [{k: v for k, v in r.items() if k != "det"} for r in rows]
+    if top is None or top["image_auroc"] <= best["image_auroc"]:
+        return public, None, list(best["overrides"]), None
+    return public, top["name"], top["overrides"], top["det"]

@@ -106,6 +106,7 @@ def _cmd_choose(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         device=args.device,
         strength=args.synthetic_strength,
+        score_candidates={} if args.keep_score else None,
     )
     print(f"measurements on {choice['evaluated_on']}:")
     for r in choice["candidates"]:
@@ -119,7 +120,14 @@ def _cmd_choose(args: argparse.Namespace) -> int:
         )
         values = "  ".join(f"{label} {r[k]:.3f}" for label, k in shown if r.get(k) is not None)
         print(f"{mark} {where}{r['name']:<14} {values}  {' '.join(r['overrides']) or '(the run as trained)'}")
+    if choice["score_candidates"]:
+        print(f"image scores with {choice['chosen']}:")
+        for r in choice["score_candidates"]:
+            mark = "*" if r["name"] == choice["chosen_score"] else " "
+            print(f"{mark} {r['name']:<14} image AUROC {r['image_auroc']:.3f}  {' '.join(r['overrides'])}")
     picked = choice["chosen"] if len(choice["runs"]) == 1 else f"{choice['chosen']} of {choice['chosen_run']}"
+    if choice["chosen_score"]:
+        picked += f" with {choice['chosen_score']}"
     print(f"chose {picked} ({choice['rule']}); wrote {args.out} (test it: utad test {args.out})")
     return 0
 
@@ -311,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="opacity scale of the drawn defects, in (0, 1] (data.synthetic_strength; default 1; lower: "
         "subtler defects, for categories whose real defects are faint)",
+    )
+    ch.add_argument(
+        "--keep-score",
+        action="store_true",
+        help="keep the run's image score (skip the second step, which tries the smoothed maximum at sigma 8 and "
+        "16 and the mean of the top 1 %% with the chosen measurement)",
     )
     ch.add_argument("--quiet", action="store_true", help="no progress bars")
     ch.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
