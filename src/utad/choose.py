@@ -207,8 +207,9 @@ def _choose_score(
 ) -> tuple[list[dict[str, Any]], str | None, list[str], Detector | None]:
     """The second step of :func:`choose_measurement`: ``candidates`` (image-score settings, ``detect.*``) on top
     of the chosen measurement, measured on the same images; returns their rows, the name of the one chosen (None:
-    the measurement's own score stays), the chosen overrides and its detector (None: ``chosen`` stays). A candidate that leaves the detection settings as
-    they are is skipped (e.g. top-1 % for a run that already scores so)."""
+    the measurement's own score stays), the chosen overrides and its detector (None: ``chosen`` stays). A
+    candidate that leaves the detection settings as they are is skipped (e.g. top-1 % for a run that already
+    scores so)."""
     det, data = det_data
     rows: list[dict[str, Any]] = []
     for name, extra in candidates.items():
