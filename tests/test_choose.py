@@ -14,7 +14,11 @@ import yaml
 from utad.checkpoint import load_checkpoint, save_checkpoint
 from utad.choose import CANDIDATES, choose_measurement, parse_candidates
 from utad.cli import main
+from utad.data.bundle import build_data
+from utad.detector import Detector
 from utad.errors import UtadError
+from utad.evaluate import evaluate
+from utad.runs import overridden, with_measurement
 
 
 def digest(path) -> str:
@@ -131,6 +135,13 @@ def test_the_image_score_is_chosen_after_the_measurement(trained_run, tmp_path, 
     rows = {r["name"]: r for r in choice["score_candidates"]}
     assert list(rows) == ["wide", "mean"]  # "same" changes nothing
     assert rows["wide"]["overrides"] == [*best["overrides"], "detect.smooth_sigma=16"]
+    # scored from the chosen measurement's maps, the same as measuring the setting from scratch
+    det = Detector.load(trained_run, "cpu")
+    data = build_data(
+        overridden(det.config, ["data.evaluate_on=synthetic"]).data, det.config.seed, tmp_path / "cache"
+    )
+    again, _ = evaluate(with_measurement(det, rows["wide"]["overrides"], data), data, 8, False)
+    assert rows["wide"]["image_auroc"] == pytest.approx(again["image_auroc"], abs=1e-9)
     top = max(rows.values(), key=lambda r: r["image_auroc"])
     if top["image_auroc"] > best["image_auroc"]:
         assert choice["chosen_score"] == top["name"] and choice["overrides"] == top["overrides"]

@@ -26,14 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from utad.checkpoint import load_checkpoint, save_checkpoint
 from utad.config import dump_yaml, to_dict
 from utad.data.bundle import ONE_CLASS, build_data
-from utad.detector import Detector
+from utad.detector import Detector, MapDetector, Prediction
 from utad.errors import UtadError
-from utad.evaluate import evaluate
+from utad.evaluate import evaluate, test_labels
 from utad.io import prepare_run_dir, write_json, write_text
+from utad.metrics import image_auroc
 from utad.runs import overridden, with_measurement
 
 # name -> test-time overrides; "as-trained" is the run's own measurement (the paper's PM in the presets)
@@ -45,13 +47,15 @@ CANDIDATES: dict[str, list[str]] = {
     "term-x-xhat": ["pm.terms=[x_xhat]"],
 }
 # image-score settings tried on the chosen measurement, a second step: they change the image score only (not e,
-# not the masks), so image AUROC alone decides between them and the measurement's choice stands. On pill the
+# not the masks), so image AUROC alone decides between them, the measurement's choice stands, and the chosen
+# measurement's maps are scored again instead of measured again (SCORE_KEYS only). On pill the
 # smoothed maximum at sigma 4 let single red speckles of good pills decide the score (README, fidelity section)
 SCORE_CANDIDATES: dict[str, list[str]] = {
     "sigma-8": ["detect.smooth_sigma=8"],
     "sigma-16": ["detect.smooth_sigma=16"],
     "top-1%": ["detect.score=topk", "detect.top_k=0.01"],
 }
+SCORE_KEYS = ("detect.smooth_sigma", "detect.score", "detect.top_k")
 RULE_KEYS = ("image_auroc", "pixel_auroc", "aupro")
 RULE = "the highest mean of image AUROC, pixel AUROC and AUPRO on the synthetic defects (ties: listed first)"
 RULE_ONE_CLASS = "the highest image AUROC on held-out training images (ties: listed first)"
@@ -111,10 +115,13 @@ def choose_measurement(
     candidates = dict(CANDIDATES if candidates is None else candidates)
     score_candidates = dict(SCORE_CANDIDATES if score_candidates is None else score_candidates)
     for name, extra in score_candidates.items():
-        if not all(o.split("=", 1)[0].strip().startswith("detect.") for o in extra):
-            raise UtadError(f"score candidate {name}: {extra} are not image-score settings (detect.*)")
+        if not all(o.split("=", 1)[0].strip() in SCORE_KEYS for o in extra):
+            raise UtadError(
+                f"score candidate {name}: {extra} are not image-score settings ({', '.join(SCORE_KEYS)})"
+            )
     rows, detectors, val_digest, seed, evaluated_on, keys, rule = [], {}, None, None, "", RULE_KEYS, RULE
-    loaded: dict[str, tuple[Detector, Any]] = {}
+    datas: dict[str, Any] = {}
+    best_preds: list[Prediction] = []
     for run in runs:
         det = Detector.load(run, device)
         if det.config.method != "utad" or det.pm is None:
@@ -150,10 +157,12 @@ def choose_measurement(
                 f"{run}: its validation images or seed differ from {runs[0]}'s, so their evaluation images "
                 "differ; runs compared by utad choose need the same data, data.val_fraction and seed"
             )
-        loaded[str(run)] = (det, data)
+        datas[str(run)] = data
         for name, overrides in candidates.items():
             cand = with_measurement(det, overrides, data) if overrides else det
-            metrics, _ = evaluate(cand, data, cfg.train.batch_size, progress)
+            metrics, preds = evaluate(cand, data, cfg.train.batch_size, progress)
+            if not rows or rule_score(metrics, keys) > max(r["score"] for r in rows):
+                best_preds = preds  # the maps of the best so far, for the image-score step
             rows.append(
                 {
                     "run": str(run),
@@ -167,11 +176,7 @@ def choose_measurement(
     best = max(rows, key=lambda r: r["score"])  # max keeps the first of equal scores
     chosen = detectors[(best["run"], best["name"])]
     score_rows, chosen_score, overrides, rescored = _choose_score(
-        chosen,
-        best,
-        loaded[best["run"]],
-        score_candidates,
-        progress,
+        chosen, best, best_preds, datas[best["run"]], score_candidates
     )
     chosen = rescored if rescored is not None else chosen
     source = Path(best["run"])
@@ -201,28 +206,33 @@ def choose_measurement(
 def _choose_score(
     chosen: Detector,
     best: dict[str, Any],
-    det_data: tuple[Detector, Any],
+    preds: list[Prediction],
+    data: Any,
     candidates: dict[str, list[str]],
-    progress: bool,
 ) -> tuple[list[dict[str, Any]], str | None, list[str], Detector | None]:
-    """The second step of :func:`choose_measurement`: ``candidates`` (image-score settings, ``detect.*``) on top
-    of the chosen measurement, measured on the same images; returns their rows, the name of the one chosen (None:
-    the measurement's own score stays), the chosen overrides and its detector (None: ``chosen`` stays). A
-    candidate that leaves the detection settings as they are is skipped (e.g. top-1 % for a run that already
-    scores so)."""
-    det, data = det_data
+    """The second step of :func:`choose_measurement`: ``candidates`` (image-score settings, ``SCORE_KEYS``) on
+    top of the chosen measurement, scored from its normalised maps ``preds`` (the settings change neither the map
+    nor its calibration); returns their rows, the name of the one chosen (None: the measurement's own score
+    stays), the chosen overrides and its detector (None: ``chosen`` stays). A candidate that leaves the detection
+    settings as they are is skipped (e.g. top-1 % for a run that already scores so)."""
+    labels = test_labels(data)
+    maps = torch.from_numpy(np.stack([p.anomaly_map for p in preds]))[:, None]
     rows: list[dict[str, Any]] = []
     for name, extra in candidates.items():
-        overrides = [*best["overrides"], *extra]
-        if overridden(chosen.config, extra).detect == chosen.config.detect:
+        cfg = overridden(chosen.config, extra)
+        if cfg.detect == chosen.config.detect:
             continue
-        cand = with_measurement(det, overrides, data)
-        metrics, _ = evaluate(cand, data, cand.config.train.batch_size, progress)
+        scorer = MapDetector(cfg.detect, chosen.norm, cfg.data.image_size)
+        scores = scorer.image_score(scorer.smooth(maps)).numpy()
         rows.append(
-            {"name": name, "overrides": overrides, "image_auroc": metrics["image_auroc"], "det": cand}
+            {
+                "name": name,
+                "overrides": [*best["overrides"], *extra],
+                "image_auroc": image_auroc(scores, labels),
+            }
         )
     top = max(rows, key=lambda r: r["image_auroc"], default=None)
-    public = [{k: v for k, v in r.items() if k != "det"} for r in rows]
     if top is None or top["image_auroc"] <= best["image_auroc"]:
-        return public, None, list(best["overrides"]), None
-    return public, top["name"], top["overrides"], top["det"]
+        return rows, None, list(best["overrides"]), None
+    extra = top["overrides"][len(best["overrides"]) :]
+    return rows, top["name"], top["overrides"], with_measurement(chosen, extra, data)

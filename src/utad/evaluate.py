@@ -98,16 +98,18 @@ def _native_masks(data: DataBundle) -> tuple[np.ndarray, tuple[int, int]] | None
     return masks, (h, w)
 
 
+def test_labels(data: DataBundle) -> np.ndarray:
+    """The test images' labels (1 = anomalous) without decoding the images."""
+    if data.test_samples is None:
+        return np.asarray(data.test.labels)
+    return np.array([s.label for s in data.test_samples])
+
+
 def evaluate(
     det: MapDetector, data: DataBundle, batch_size: int = 8, progress: bool = True
 ) -> tuple[dict[str, Any], list[Prediction]]:
     """Metrics dict (keys image_auroc, pixel_auroc, aupro, iou, f1_max, ...) and the predictions."""
-    # labels without decoding the images
-    labels = (
-        np.asarray(data.test.labels)
-        if data.test_samples is None
-        else np.array([s.label for s in data.test_samples])
-    )
+    labels = test_labels(data)
     if len(set(labels.tolist())) < 2:
         missing = "normal" if labels.min() == 1 else "anomalous"
         hint = " (folder source: add test_good)" if missing == "normal" else ""
