@@ -183,13 +183,13 @@ def test_the_detail_prior_adds_the_mean_square_of_s_only_when_asked():
     assert net.detail.net[0].conv.weight.grad.abs().sum() > 0  # it reaches E_S
 
 
-@pytest.mark.parametrize("key", ["lambda_s_prior", "lambda_s_random"])
-def test_a_negative_detail_anchor_is_refused(key):
+@pytest.mark.parametrize("key", ["expert.lambda_s_prior", "expert.lambda_s_random", "ienet.lambda_ssim"])
+def test_a_negative_loss_weight_is_refused(key):
     from utad.config import load_config
     from utad.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=f"expert.{key}"):
-        load_config("cpu-fast", [f"expert.{key}=-1"])
+    with pytest.raises(ConfigError, match=key):
+        load_config("cpu-fast", [f"{key}=-1"])
 
 
 def test_munit_anchor_reads_a_random_code_back_from_a_second_decoding():
@@ -205,3 +205,20 @@ def test_munit_anchor_reads_a_random_code_back_from_a_second_decoding():
     expected = (net.detail_vector(net.reconstruct(m, r)) - r).abs().mean().item()
     assert parts["s_random"] == pytest.approx(expected) and expected > 0
     assert total.item() == pytest.approx(plain.item() + 0.5 * expected)
+
+
+def test_ie_loss_adds_the_structural_term_only_when_asked():
+    from utad.ssim import ssim_loss
+
+    net = tiny_ienet()
+    x = torch.rand(4, 3, 16, 16)
+    torch.manual_seed(1)
+    total, parts, out = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0, lambda_ssim=2.0)
+    structure = ssim_loss(out.m, x).item()
+    assert parts["ssim"] == pytest_approx(structure) and 0 < structure < 2
+    assert total.item() == pytest_approx(
+        parts["info"] + 0.5 * parts["kl"] + 3.0 * parts["rec"] + 2 * structure
+    )
+    torch.manual_seed(1)
+    _, plain, _ = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0)
+    assert "ssim" not in plain

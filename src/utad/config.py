@@ -58,6 +58,7 @@ class IENetConfig:
     fc_channels: int = 64  # channels of D_M's input code (1x1-squeezed map, or z lifted by a linear layer)
     lambda_kl: float = 0.01  # lambda, KL(p(z) || N(0, I)) weight (Eq. 3; not in the paper; 0.1 collapsed z, L_info at chance)
     lambda_rec: float = 10.0  # lambda1, weight of |D_M(E_M(x)) - x|_1 (Eq. 6; not given in the paper)
+    lambda_ssim: float = 0.0  # weight of 1 - SSIM(m, x) (beyond the paper; Bergmann et al. 2018); 0 = paper
     negative_slope: float = 0.2  # LeakyReLU slope in inception blocks
 
 
@@ -332,6 +333,8 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
             )
         if cfg.data.image_size % cfg.expert.detail_stride:
             fail("expert.detail_stride", f"must divide data.image_size {cfg.data.image_size}")
+    if cfg.ienet.lambda_ssim < 0:
+        fail("ienet.lambda_ssim", "must be 0 (off) or more")
     for key in ("lambda_s_prior", "lambda_s_random"):
         if cfg.expert.enabled and getattr(cfg.expert, key) < 0:
             fail(f"expert.{key}", "must be 0 (off) or more")

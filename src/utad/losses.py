@@ -9,6 +9,7 @@ from utad.nets.discriminator import MsImageDis, lsgan_g_loss
 from utad.nets.expert_net import ExpertNet, ExpertOutput
 from utad.nets.ie_net import IENet, IEOutput
 from utad.nets.perceptual import PerceptualMeasurement
+from utad.ssim import ssim_loss
 
 
 def mi_loss(t_pos: torch.Tensor, t_neg: torch.Tensor) -> torch.Tensor:
@@ -33,18 +34,30 @@ def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tenso
 
 
 def ie_loss(
-    net: IENet, x: torch.Tensor, lambda_kl: float, lambda_rec: float, use_info: bool = True
+    net: IENet,
+    x: torch.Tensor,
+    lambda_kl: float,
+    lambda_rec: float,
+    use_info: bool = True,
+    lambda_ssim: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float], IEOutput]:
     """Eq. 6, ``L_IE = L_tM + lambda * KL + lambda1 * |D_M(E_M(x)) - x|_1``; returns (loss, parts, output).
 
     Negatives for T: ``x~`` is ``x`` shuffled within the batch (no image paired with itself), ``z~`` a fresh
     draw from N(mu, sigma^2). With ``use_info=False`` (ablation) ``L_tM`` is dropped; so is it for a batch of 1.
+    ``lambda_ssim`` > 0 adds ``lambda_ssim * (1 - SSIM(m, x))`` (beyond the paper, Bergmann et al. 2018's
+    structural loss, 11 x 11 Gaussian window): SSIM's structure term is normalised by local contrast, so a faint
+    shading (pill's embossed imprint) costs as much as a strong edge, where an L1 loss barely sees it.
     """
     out = net(x)
     rec = (out.m - x).abs().mean()
     kl = kl_loss(out.mu, out.logvar)
     total = lambda_kl * kl + lambda_rec * rec
     parts = {"rec": float(rec.detach()), "kl": float(kl.detach())}
+    if lambda_ssim > 0:
+        structure = ssim_loss(out.m, x)
+        total = total + lambda_ssim * structure
+        parts["ssim"] = float(structure.detach())
     if use_info and x.shape[0] > 1:
         perm = derangement(x.shape[0]).to(x.device)
         z_tilde = out.mu + torch.randn_like(out.mu) * (0.5 * out.logvar).exp()

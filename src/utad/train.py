@@ -262,7 +262,8 @@ def _train(
 
         def ie_step(model, batch):
             x = _prep(batch["image"], t)
-            return ie_loss(model, x, cfg.ienet.lambda_kl, cfg.ienet.lambda_rec, cfg.ienet.use_info)[:2]
+            ie = cfg.ienet
+            return ie_loss(model, x, ie.lambda_kl, ie.lambda_rec, ie.use_info, ie.lambda_ssim)[:2]
 
         def ie_loader(ep: int) -> DataLoader:
             return _loader(data.train, bs, True, cfg.seed + ep, cfg.data.num_workers, len(data.train) > bs)
