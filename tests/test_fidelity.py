@@ -225,3 +225,16 @@ def test_a_runaway_detail_term_warns_with_its_peak_and_epoch():
     assert detail_drift_warning([{"epoch": 1, "s": 0.36}, {"epoch": 2, "s": 0.05}]) is None  # a sound cell
     assert detail_drift_warning([{"epoch": 1, "x": 0.1}]) is None  # without E_S: no detail term recorded
     assert detail_drift_warning([]) is None
+
+
+def test_swapped_reconstruction_reuses_the_given_detail_codes():
+    torch.manual_seed(0)
+    net = ExpertNet(3, dim=8, downsample=2, res_blocks=1, mlp_dim=16).eval()
+    x, m = torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        s = net.detail_vector(x)
+    expected = net.reconstruct(m, s.roll(1, dims=0))
+    assert torch.equal(fidelity.swapped_reconstruction(net, x, m), expected)
+    assert torch.equal(fidelity.swapped_reconstruction(net, x, m, s), expected)
+    other = torch.randn_like(s)  # the codes given are the ones used: E_S is not run again
+    assert torch.equal(fidelity.swapped_reconstruction(net, x, m, other), net.reconstruct(m, other.roll(1, dims=0)))

@@ -152,12 +152,15 @@ class FidelityMeter:
 
 
 @torch.no_grad()
-def swapped_reconstruction(expert, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor | None:
+def swapped_reconstruction(
+    expert, x: torch.Tensor, m: torch.Tensor, s: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """x^ of each image decoded from its own impression with the detail code of the next image of the batch
-    (the last takes the first's); None without E_S (s is then no function of x) or for a batch of one."""
+    (the last takes the first's); None without E_S (s is then no function of x) or for a batch of one.
+    ``s``: the batch's detail codes E_S(x) when already computed (else computed here)."""
     if expert is None or getattr(expert, "detail", None) is None or x.shape[0] < 2:
         return None
-    return expert.reconstruct(m, expert.detail_vector(x).roll(1, dims=0))
+    return expert.reconstruct(m, (expert.detail_vector(x) if s is None else s).roll(1, dims=0))
 
 
 @torch.no_grad()
@@ -173,8 +176,10 @@ def measure_fidelity(
     for batch in loader:
         x = batch["image"].to(device)
         m = ienet.impression(x)
-        x_hat = expert(x, m).x_hat if expert is not None else None
-        meter.update(x, m, x_hat, x_hat_swapped=swapped_reconstruction(expert, x, m))
+        out = expert(x, m) if expert is not None else None
+        x_hat = out.x_hat if out is not None else None
+        swapped = swapped_reconstruction(expert, x, m, out.s if out is not None else None)
+        meter.update(x, m, x_hat, x_hat_swapped=swapped)
     ienet.train(was[0])
     if expert is not None:
         expert.train(was[1])
