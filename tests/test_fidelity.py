@@ -237,4 +237,6 @@ def test_swapped_reconstruction_reuses_the_given_detail_codes():
     assert torch.equal(fidelity.swapped_reconstruction(net, x, m), expected)
     assert torch.equal(fidelity.swapped_reconstruction(net, x, m, s), expected)
     other = torch.randn_like(s)  # the codes given are the ones used: E_S is not run again
-    assert torch.equal(fidelity.swapped_reconstruction(net, x, m, other), net.reconstruct(m, other.roll(1, dims=0)))
+    assert torch.equal(
+        fidelity.swapped_reconstruction(net, x, m, other), net.reconstruct(m, other.roll(1, dims=0))
+    )
