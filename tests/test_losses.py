@@ -183,7 +183,9 @@ def test_the_detail_prior_adds_the_mean_square_of_s_only_when_asked():
     assert net.detail.net[0].conv.weight.grad.abs().sum() > 0  # it reaches E_S
 
 
-@pytest.mark.parametrize("key", ["expert.lambda_s_prior", "expert.lambda_s_random", "ienet.lambda_ssim"])
+@pytest.mark.parametrize(
+    "key", ["expert.lambda_s_prior", "expert.lambda_s_random", "expert.lambda_ssim", "ienet.lambda_ssim"]
+)
 def test_a_negative_loss_weight_is_refused(key):
     from utad.config import load_config
     from utad.errors import ConfigError
@@ -222,3 +224,16 @@ def test_ie_loss_adds_the_structural_term_only_when_asked():
     torch.manual_seed(1)
     _, plain, _ = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0)
     assert "ssim" not in plain
+
+
+def test_expert_loss_adds_the_structural_term_on_x_hat_only_when_asked():
+    from utad.ssim import ssim_loss
+
+    torch.manual_seed(0)
+    net = ExpertNet(dim=4, downsample=1, res_blocks=1, detail_dim=3, mlp_dim=8)
+    x, m = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    plain, parts, out = expert_loss(net, x, m, 2.0, 3.0, 4.0)
+    total, parts2, _ = expert_loss(net, x, m, 2.0, 3.0, 4.0, out=out, lambda_ssim=5.0)
+    structure = ssim_loss(out.x_hat, x).item()
+    assert "ssim" not in parts and parts2["ssim"] == pytest_approx(structure) and 0 < structure < 2
+    assert total.item() == pytest_approx(plain.item() + 5.0 * structure)

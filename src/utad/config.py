@@ -82,6 +82,7 @@ class ExpertNetConfig:
     lambda_s_prior: float = 0.0  # weight of mean(s^2): keeps E_S's codes at N(0, 1)'s scale; 0 = paper
     lambda_s_random: float = 0.0  # weight of MUNIT's |E_S(D_X^A(E_X^A(m), r)) - r|, r ~ N(0, 1); 0 = paper
     detail_judge: bool = False  # True: no gradient into E_S through E_S(x^) in |E_S(x^) - s| (losses.py)
+    lambda_ssim: float = 0.0  # weight of 1 - SSIM(x^, x) (beyond the paper; Bergmann et al. 2018); 0 = paper
     lambda_perceptual: float = 0.0  # weight of phi(x, x^) (the PM distance) as a training loss; 0 = paper
     lambda_adv: float = 0.0  # weight of MUNIT's LSGAN term on x^ (nets/discriminator.py); 0 = paper
     disc_dim: int = 64  # channels of the discriminator's first conv (MUNIT: 64)
@@ -335,7 +336,7 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
             fail("expert.detail_stride", f"must divide data.image_size {cfg.data.image_size}")
     if cfg.ienet.lambda_ssim < 0:
         fail("ienet.lambda_ssim", "must be 0 (off) or more")
-    for key in ("lambda_s_prior", "lambda_s_random"):
+    for key in ("lambda_s_prior", "lambda_s_random", "lambda_ssim"):
         if cfg.expert.enabled and getattr(cfg.expert, key) < 0:
             fail(f"expert.{key}", "must be 0 (off) or more")
     if cfg.expert.enabled and cfg.expert.lambda_adv > 0:

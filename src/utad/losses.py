@@ -83,6 +83,7 @@ def expert_loss(
     detail_judge: bool = False,
     lambda_s_prior: float = 0.0,
     lambda_s_random: float = 0.0,
+    lambda_ssim: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float], ExpertOutput]:
     """``lambda_x |x^ - x| + lambda_m |m^ - m| + lambda_s |E_S(x^) - s|`` (L1 means; Sec. 3.2).
 
@@ -97,7 +98,8 @@ def expert_loss(
     the measurement looks, not only in pixels: an L1 loss alone settles on the blurry median of textures.
     Also beyond the paper (off unless ``lambda_adv > 0``): ``lambda_adv`` times MUNIT's LSGAN generator loss
     of x^ against ``adversary`` (``nets.discriminator``); the discriminator's own update is the trainer's.
-    ``out``: the forward pass ``net(x, m)`` when the caller already has it.
+    ``out``: the forward pass ``net(x, m)`` when the caller already has it. ``lambda_ssim`` (beyond the paper,
+    ``expert.lambda_ssim``): ``lambda_ssim * (1 - SSIM(x^, x))``, the structural term ``ie_loss`` offers m.
 
     ``lambda_s_prior`` (beyond the paper, ``expert.lambda_s_prior``): ``lambda_s_prior * mean(s^2)``. The
     detail term's target is E_S's own output, so nothing fixes the scale of s: on the one-class data |s| grew
@@ -116,6 +118,10 @@ def expert_loss(
     rec_x = (out.x_hat - x).abs().mean()
     total = lambda_x * rec_x
     parts = {"x": float(rec_x.detach())}
+    if lambda_ssim > 0:
+        structure = ssim_loss(out.x_hat, x)
+        total = total + lambda_ssim * structure
+        parts["ssim"] = float(structure.detach())
     if perceptual is not None and lambda_p > 0:
         rec_p = perceptual.feature_loss(out.x_hat, x)
         total = total + lambda_p * rec_p

@@ -335,6 +335,7 @@ def _train(
                 detail_judge=e.detail_judge,
                 lambda_s_prior=e.lambda_s_prior,
                 lambda_s_random=e.lambda_s_random,
+                lambda_ssim=e.lambda_ssim,
             )
             if disc is None:
                 return loss, parts
