@@ -234,5 +234,4 @@ def _choose_score(
     top = max(rows, key=lambda r: r["image_auroc"], default=None)
     if top is None or top["image_auroc"] <= best["image_auroc"]:
         return rows, None, list(best["overrides"]), None
-    extra = top["overrides"][len(best["overrides"]) :]
-    return rows, top["name"], top["overrides"], with_measurement(chosen, extra, data)
+    return rows, top["name"], top["overrides"], with_measurement(chosen, candidates[top["name"]], data)
