@@ -67,6 +67,8 @@ def test_overrides_and_errors(tmp_path):
         load_config("cpu-fast", ["train.ie_epochs=many"])
     with pytest.raises(ConfigError, match="detect.open_px.*must be 0 \\(off\\) or more"):
         load_config("cpu-fast", ["detect.open_px=-1"])
+    with pytest.raises(ConfigError, match="detect.map_sigma.*must be 0 \\(off\\) or more"):
+        load_config("cpu-fast", ["detect.map_sigma=-2"])
     with pytest.raises(ConfigError, match="expert.detail_stride: must be 0 .* or a positive multiple of 4"):
         load_config("cpu-fast", ["expert.detail_stride=6"])
     with pytest.raises(ConfigError, match="expert.detail_stride: must divide data.image_size 128"):

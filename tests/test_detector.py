@@ -96,6 +96,34 @@ def test_image_score_choices(score):
         torch.testing.assert_close(det(torch.zeros(2, 3, 10, 10))[0], torch.tensor([1.0, 0.3]))
 
 
+def test_map_smoothing_spreads_a_hot_pixel_keeps_the_mean_and_calibrates_on_smoothed_maps():
+    """``detect.map_sigma`` (px of a 256 px image, scaled with the model's size) smooths e itself, after the
+    opening and before normalisation; the calibration quantile is that of the smoothed maps."""
+    det = tiny_detector(map_sigma=16.0, smooth_sigma=0)  # 16 px at 256 -> 1 px at the tiny model's 16
+    e = torch.zeros(1, 1, 16, 16)
+    e[0, 0, 8, 8] = 1.0
+    out = det.postprocess(e)
+    k = gaussian_kernel(1.0)
+    assert out[0, 0, 8, 8] == pytest.approx(float(k[k.numel() // 2] ** 2), rel=1e-5)
+    assert out[0, 0, 8, 9] == pytest.approx(float(k[k.numel() // 2] * k[k.numel() // 2 + 1]), rel=1e-5)
+    assert float(out.sum()) == pytest.approx(1.0, rel=1e-5)  # away from the border nothing is lost
+    assert torch.equal(tiny_detector().postprocess(e), e)  # map_sigma 0: the map as is
+    both = tiny_detector(map_sigma=16.0, open_px=1)
+    e[0, 0, 2:6, 2:6] = 3.0  # the opening removes the single pixel first, then the 4 x 4 spot is smoothed
+    assert torch.allclose(both.postprocess(e), both.smooth(both.open_map(e), both.map_kernel))
+    assert both.postprocess(e)[0, 0, 8, 8] < 1e-3
+    val = [{"image": torch.rand(4, 3, 16, 16)}]
+    norm = det.calibrate(val)
+    with torch.no_grad():
+        raw = det.raw_map(val[0]["image"])[0]
+        _, emap, *_ = det(val[0]["image"])
+    smoothed = det.postprocess(raw)
+    expected = np.quantile(smoothed.flatten().numpy().astype(np.float64), det.detect.quantile)
+    assert norm["quantile"] == pytest.approx(expected, rel=1e-6)
+    assert torch.allclose(emap, det.normalise(smoothed))
+    assert float(smoothed.std()) < float(raw.std())  # pixel-scale noise damped
+
+
 def test_opening_removes_hot_spots_smaller_than_its_square_and_calibrates_on_opened_maps():
     det = tiny_detector(open_px=1)
     e = torch.zeros(1, 1, 16, 16)

@@ -82,12 +82,14 @@ def test_export_refuses_to_clobber_and_bad_files_are_one_line(trained_run, expor
     assert "not a loadable ONNX model" in capsys.readouterr().err
 
 
-def test_onnx_keeps_the_map_opening(trained_run, tmp_path):
-    """``detect.open_px`` (max pooling) is part of the graph: the exported map is the opened one."""
+def test_onnx_keeps_the_map_opening_and_smoothing(trained_run, tmp_path):
+    """``detect.open_px`` (max pooling) and ``detect.map_sigma`` (a Gaussian on e) are part of the graph: the
+    exported map is the opened, smoothed one."""
     run = tmp_path / "opened"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".utad-cache"))
     ckpt = load_checkpoint(run)
     ckpt["config"]["detect"]["open_px"] = 2
+    ckpt["config"]["detect"]["map_sigma"] = 4.0
     save_checkpoint(run, ckpt)
     assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0
     det, onx = Detector.load(run), OnnxDetector(tmp_path / "m.onnx")
@@ -96,7 +98,7 @@ def test_onnx_keeps_the_map_opening(trained_run, tmp_path):
     for p, q, r in zip(det.predict_tensor(x), onx.predict_tensor(x), plain, strict=True):
         assert q.score == pytest.approx(p.score, rel=1e-4)
         assert np.abs(p.anomaly_map - q.anomaly_map).max() <= 1e-4 * np.abs(p.anomaly_map).max()
-        assert not np.allclose(p.anomaly_map, r.anomaly_map)  # the opening did change the map
+        assert not np.allclose(p.anomaly_map, r.anomaly_map)  # the opening and smoothing changed the map
 
 
 def test_onnx_exports_a_spatial_detail_code(trained_run, tmp_path):

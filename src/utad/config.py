@@ -137,6 +137,7 @@ class DetectConfig:
     score: str = "max"  # image score from the smoothed map: max (MVTec reference) | mean | topk
     top_k: float = 0.01  # score=topk: the share of highest pixels averaged (0.01: the top 1 %)
     open_px: int = 0  # beyond the paper: grey opening of e with a (2r+1)-px square, r in model px; 0 = off
+    map_sigma: float = 0.0  # beyond the paper: Gaussian sigma on e itself (after open_px), px of 256; 0 = off
 
 
 @dataclass
@@ -298,6 +299,8 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
         fail("detect.smooth_sigma", "must be 0 (off) or more")
     if cfg.detect.open_px < 0:
         fail("detect.open_px", "must be 0 (off) or more")
+    if cfg.detect.map_sigma < 0:
+        fail("detect.map_sigma", "must be 0 (off) or more")
     if cfg.method in ("ae-l2", "ae-ssim"):
         for key in ("ae.width", "ae.latent_dim", "ae.epochs", "ae.batch_size", "ae.lr", "ae.ssim_window"):
             if get(key) <= 0:

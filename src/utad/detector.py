@@ -12,7 +12,10 @@ so that alpha = 0.5 (Eq. 9) means the same on every image:
 Optionally (``detect.open_px`` r > 0, beyond the paper and off in every preset) the raw map is first opened
 (grey erosion, then dilation, with a (2r+1)-px square at the model's resolution): hot spots smaller than the
 square vanish and larger ones keep their shape, so small random normal texture (pill's red speckles) no longer
-sets the image score; the calibration sees the opened maps.
+sets the image score; the calibration sees the opened maps. Also optional (``detect.map_sigma``, beyond the
+paper, off in every preset): the map itself is smoothed with a Gaussian after the opening, as PatchCore and PaDiM
+smooth theirs, so pixel metrics and the mask at alpha see a map without pixel-scale noise; the calibration sees
+the smoothed maps too.
 
 The image score is the maximum of the normalised map after Gaussian smoothing (``detect.score``: or its mean, or
 the mean of its top-k share, for whole-image anomalies); ``smooth_sigma`` is given in
@@ -109,6 +112,9 @@ class MapDetector(nn.Module):
         sigma = detect.smooth_sigma * image_size / 256.0
         k = gaussian_kernel(sigma) if sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
+        map_sigma = detect.map_sigma * image_size / 256.0
+        k = gaussian_kernel(map_sigma) if map_sigma > 0 else torch.ones(1)
+        self.register_buffer("map_kernel", k, persistent=False)
         self.config: UtadConfig | None = None
         self.backbone: BackboneInfo | None = None
         self.pm: PerceptualMeasurement | None = None  # UTAD's measurement (fidelity); None for other methods
@@ -122,6 +128,10 @@ class MapDetector(nn.Module):
         """:func:`grey_opening` of (B, 1, H, W) maps with r = ``detect.open_px`` (0: e as is)."""
         return grey_opening(e, int(self.detect.open_px))
 
+    def postprocess(self, e: torch.Tensor) -> torch.Tensor:
+        """The raw map as the detector uses it: opened (``open_px``), then smoothed (``map_sigma``)."""
+        return self.smooth(self.open_map(e), self.map_kernel)
+
     def normalise(self, e: torch.Tensor) -> torch.Tensor:
         if not self.norm:
             raise UtadError(
@@ -133,9 +143,10 @@ class MapDetector(nn.Module):
             return (e - self.norm["min"]) / max(self.norm["max"] - self.norm["min"], 1e-12)
         raise UtadError(f"unknown normalisation {self.detect.normalisation!r} (quantile, minmax)")
 
-    def smooth(self, e: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian smoothing of (B, 1, H, W) maps with reflect padding."""
-        k = self.kernel
+    def smooth(self, e: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """Separable Gaussian smoothing of (B, 1, H, W) maps with reflect padding (the score's kernel unless
+        ``kernel`` is given)."""
+        k = self.kernel if kernel is None else kernel
         if k.numel() == 1:
             return e
         r = k.numel() // 2
@@ -155,7 +166,7 @@ class MapDetector(nn.Module):
 
     def forward(self, x: torch.Tensor):
         e, m, x_hat, m_hat = self.raw_map(x)
-        e = self.normalise(self.open_map(e))
+        e = self.normalise(self.postprocess(e))
         score = self.image_score(e if self.map_smoothed else self.smooth(e))
         return score, e, m, x_hat, m_hat
 
@@ -165,7 +176,7 @@ class MapDetector(nn.Module):
         maps = []
         for batch in loader:
             e, *_ = self.raw_map(batch["image"].to(self.kernel.device))
-            maps.append(self.open_map(e).flatten().cpu())
+            maps.append(self.postprocess(e).flatten().cpu())
         values = torch.cat(maps).numpy().astype(np.float64)
         self.norm = {
             "quantile": float(np.quantile(values, self.detect.quantile)),

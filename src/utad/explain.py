@@ -85,7 +85,7 @@ def normal_index(det: MapDetector, train_dataset) -> NormalIndex | None:
 @torch.no_grad()
 def term_maps(det: MapDetector, x: torch.Tensor) -> dict[str, np.ndarray]:
     """The PM terms of Eq. 8 for images x (B, C, S, S), each on the scale of the normalised map (they sum to e;
-    with ``detect.open_px`` they are shown before the opening, which is not additive)."""
+    with ``detect.open_px`` or ``detect.map_sigma`` they are shown before the opening and the smoothing)."""
     if getattr(det, "ienet", None) is None or det.pm is None:
         return {}
     m, x_hat, m_hat = det.intermediates(x.to(det.kernel.device))
