@@ -96,6 +96,13 @@ def test_test_on_synthetic_defects_of_the_validation_images(trained_run, tmp_pat
     assert (out / "report.png").stat().st_size > 10_000
     if own is not None:
         assert (trained_run / "metrics.json").read_text() == own
+    # subtler drawn defects (utad choose --synthetic-strength) are a test-time setting too
+    subtle = tmp_path / "synthetic-03"
+    args = ["--set", "data.evaluate_on=synthetic", "--set", "data.synthetic_strength=0.3"]
+    assert main(["test", str(trained_run), *args, "--out", str(subtle), "--quiet", "--no-report"]) == 0
+    s = json.loads((subtle / "metrics.json").read_text())
+    assert s["config"]["data"]["synthetic_strength"] == 0.3 and s["n_test"] == m["n_test"]
+    assert s["normalisation"]["quantile"] == m["normalisation"]["quantile"]  # the same calibration
 
 
 def test_predict_command(trained_run, tmp_path, capsys):

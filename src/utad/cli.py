@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate another measurement with the same networks, e.g. pm.terms=[x_xhat] or pm.distance=pixel "
         "(pm.* and detect.*, recalibrated on validation images; or data.evaluate_on=holdout: a one-class run "
         "on training images it did not use, or data.evaluate_on=synthetic: drawn defects on the validation "
-        "images, to choose settings without the test split; needs --out)",
+        "images, to choose settings without the test split, data.synthetic_strength=S their opacity scale; "
+        "needs --out)",
     )
     te.add_argument("--quiet", action="store_true", help="no progress bars")
     te.add_argument("--no-report", action="store_true", help="skip report.html")

@@ -46,7 +46,8 @@ def _pick_examples(preds, labels: np.ndarray, per_group: int = 3) -> list[int]:
     return list(normal[:2]) + list(top) + [i for i in low if i not in top]
 
 
-TEST_TIME_DATA = ("data.evaluate_on",)  # data settings a test may change (what it evaluates on)
+# data settings a test may change (what it evaluates on, and how strong the drawn defects of "synthetic" are)
+TEST_TIME_DATA = ("data.evaluate_on", "data.synthetic_strength")
 
 
 def _key(item: str) -> str:
