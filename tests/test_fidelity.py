@@ -10,7 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utad import fidelity, runs
+from utad import evaluate, fidelity, runs
+from utad.data.bundle import build_data
+from utad.detector import Detector
+from utad.evaluate import run_detector
 from utad.fidelity import FidelityMeter, detail_drift_warning, low_fidelity_warning, measure_fidelity
 from utad.nets.expert_net import ExpertNet, ExpertOutput
 from utad.nets.perceptual import PerceptualMeasurement, load_backbone
@@ -240,3 +243,16 @@ def test_swapped_reconstruction_reuses_the_given_detail_codes():
     assert torch.equal(
         fidelity.swapped_reconstruction(net, x, m, other), net.reconstruct(m, other.roll(1, dims=0))
     )
+
+
+def test_defect_fidelity_from_the_native_masks_equals_reading_them_again(trained_run):
+    """``utad test`` passes the masks it read at native resolution; resized here they give the same numbers as
+    reading each mask from disk at the model's size."""
+    det = Detector.load(trained_run, "cpu")
+    data = build_data(det.config.data, det.config.seed, trained_run.parent / ".utad-cache")
+    preds = run_detector(det, data.test, progress=False)
+    native = evaluate._native_masks(data)
+    assert native is not None
+    read = evaluate.defect_fidelity(det, preds, data)
+    given = evaluate.defect_fidelity(det, preds, data, native_masks=native[0])
+    assert read["n_pixels"] > 0 and given == read

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from utad.data.bundle import DataBundle
-from utad.data.images import load_mask, open_image
+from utad.data.images import load_mask, open_image, resize
 from utad.detector import MapDetector, Prediction
 from utad.errors import UtadError
 from utad.fidelity import FidelityMeter, swapped_reconstruction
@@ -59,16 +59,27 @@ def normal_fidelity(
 
 
 def defect_fidelity(
-    det: MapDetector, preds: list[Prediction], data: DataBundle, batch_size: int = 8
+    det: MapDetector,
+    preds: list[Prediction],
+    data: DataBundle,
+    batch_size: int = 8,
+    native_masks: np.ndarray | None = None,
 ) -> dict | None:
     """The same distances as ``normal_fidelity`` averaged over the ground-truth defect pixels of the anomalous
     test images (masks at the model's resolution): the *defect gain* near 1 says x^ keeps the defect out as m
     does, near the normal gain that x^ copies it (``utad.fidelity``). None without masks, an impression or a
-    perceptual measurement."""
+    perceptual measurement. ``native_masks`` (N, H, W) bool: the masks already read at native resolution,
+    resized here as ``load_mask`` would (else read from disk again)."""
     if det.pm is None or not preds or preds[0].impression is None or not data.test_samples:
         return None
     size = preds[0].image.shape[0]
-    masks = [load_mask(s.mask, size) if s.label and s.mask else None for s in data.test_samples]
+    if native_masks is not None:
+        masks = [
+            resize(g.astype(np.float32)[..., None], size)[..., 0] >= 0.5 if s.label and s.mask else None
+            for s, g in zip(data.test_samples, native_masks, strict=True)
+        ]
+    else:
+        masks = [load_mask(s.mask, size) if s.label and s.mask else None for s in data.test_samples]
     chosen = [(p, g) for p, g in zip(preds, masks, strict=True) if g is not None and g.any()]
     if not chosen:
         return None
@@ -149,5 +160,7 @@ def evaluate(
         metrics["aupro"] = aupro(maps_np, masks)
         metrics["iou"] = iou(maps_np, masks, det.detect.alpha)
         metrics["iou_defect_mean"] = iou(maps_np, masks, det.detect.alpha, pooling="defect")
-        metrics["defect_fidelity"] = defect_fidelity(det, preds, data, batch_size)
+        metrics["defect_fidelity"] = defect_fidelity(
+            det, preds, data, batch_size, native[0] if native is not None else None
+        )
     return metrics, preds
