@@ -20,7 +20,7 @@ def test_every_field_has_a_comment():
             assert "#" in line, f"{cls.__name__}.{f.name} has no comment"
 
 
-PRESETS = ["ae-l2", "ae-ssim", "cpu-fast", "feature-gaussian", "feature-knn", "oneclass-fast"]
+PRESETS = ["ae-l2", "ae-ssim", "cpu-fast", "cpu-ssim", "feature-gaussian", "feature-knn", "oneclass-fast"]
 PRESETS += ["paper-mvtec", "paper-oneclass"]
 
 
@@ -85,3 +85,28 @@ def test_overrides_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
         load_config(bad)
     assert sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")) == PRESETS
+
+
+def test_cpu_ssim_is_cpu_fast_with_the_structural_term():
+    """``extends: cpu-fast``: every value of cpu-fast, and only ienet.lambda_ssim changed."""
+    assert load_config("cpu-ssim") == load_config("cpu-fast", ["ienet.lambda_ssim=30"])
+    assert load_config("cpu-fast").ienet.lambda_ssim == 0.0
+
+
+def test_a_preset_file_may_extend_another(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("extends: cpu-fast\ntrain:\n  ie_epochs: 5\n")
+    top = tmp_path / "top.yaml"
+    top.write_text("extends: base.yaml\ntrain:\n  expert_epochs: 3\n")  # a path relative to top.yaml
+    cfg = load_config(top, ["seed=4"])
+    want = load_config("cpu-fast", ["train.ie_epochs=5", "train.expert_epochs=3", "seed=4"])
+    assert cfg == want and cfg.train.batch_size == 8  # sections merge: cpu-fast's other train values stay
+    base.write_text("extends: top.yaml\n")
+    with pytest.raises(ConfigError, match="'extends' goes round in a circle"):
+        load_config(top)
+    base.write_text("extends: no-such-preset\n")
+    with pytest.raises(ConfigError, match="unknown preset 'no-such-preset'"):
+        load_config(top)
+    base.write_text("extends: [cpu-fast]\n")
+    with pytest.raises(ConfigError, match="base.yaml: 'extends' must name a preset or a YAML file"):
+        load_config(top)

@@ -383,19 +383,45 @@ def preset_path(name_or_path: str | os.PathLike) -> Path:
     return cand
 
 
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, section by section (a nested mapping merges, any other value replaces)."""
+    out = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
+
+
+def read_preset(preset: str | os.PathLike, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's values (name or YAML path). A preset may start from another with ``extends: NAME`` (a preset
+    name, or a YAML path relative to the extending file): its values, then the extending file's over them."""
+    path = preset_path(preset)
+    if str(path.resolve()) in _chain:
+        raise ConfigError(f"{path}: 'extends' goes round in a circle ({' -> '.join([*_chain, str(path)])})")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: 'extends' must name a preset or a YAML file, got {base!r}")
+    if Path(base).suffix in (".yaml", ".yml") and not Path(base).is_absolute():
+        base = str(path.parent / base)
+    return _merged(read_preset(base, (*_chain, str(path.resolve()))), values)
+
+
 def load_config(preset: str | os.PathLike | None = None, overrides: list[str] | None = None) -> UtadConfig:
-    """Defaults, then the preset (name or YAML path), then ``section.field=value`` overrides."""
+    """Defaults, then the preset (name or YAML path, ``extends`` resolved), then ``section.field=value``
+    overrides."""
     values: dict[str, Any] = {}
     where = "config"
     if preset is not None:
-        path = preset_path(preset)
-        where = str(path)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        where = str(preset_path(preset))
+        values = read_preset(preset)
     for item in overrides or []:
         apply_override(values, item)
     if overrides:
