@@ -244,7 +244,8 @@ def test_a_one_class_run_is_tested_on_held_out_training_images(finished, tmp_pat
     assert types["good"]["mean_score"] != pytest.approx(own_good["mean_score"], rel=1e-9, abs=0)
     assert (run / "metrics.json").read_text() == own
     assert main(["test", str(run), "--set", "data.limit_train=10", "--out", str(tmp_path / "x")]) == 2
-    assert "only pm.*, detect.* and data.evaluate_on can change" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "only pm.*, detect.*, data.evaluate_on and data.synthetic_strength can change" in err
 
 
 def test_choose_measures_a_one_class_run_on_held_out_training_images(finished, tmp_path, capsys):

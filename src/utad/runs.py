@@ -68,8 +68,8 @@ def with_measurement(det: Detector, overrides: list[str], data: DataBundle) -> D
     for item in overrides:
         if not _key(item).startswith(("pm.", "detect.")):
             raise UtadError(
-                f"{item}: only pm.*, detect.* and {', '.join(TEST_TIME_DATA)} can change at test time; retrain "
-                "for others"
+                f"{item}: only pm.*, detect.*, {' and '.join(TEST_TIME_DATA)} can change at test time; "
+                "retrain for others"
             )
     cfg = overridden(det.config, overrides)
     pm, info = build_pm(cfg)
