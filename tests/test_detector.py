@@ -122,6 +122,9 @@ def test_map_smoothing_spreads_a_hot_pixel_keeps_the_mean_and_calibrates_on_smoo
     assert norm["quantile"] == pytest.approx(expected, rel=1e-6)
     assert torch.allclose(emap, det.normalise(smoothed))
     assert float(smoothed.std()) < float(raw.std())  # pixel-scale noise damped
+    wide = tiny_detector(map_sigma=64.0)  # 4 px at 16 px: the kernel's radius 16 is the whole map
+    flat = wide.postprocess(torch.full((1, 1, 16, 16), 0.3))
+    assert torch.allclose(flat, torch.full_like(flat, 0.3))  # padded by the border, not refused
 
 
 def test_opening_removes_hot_spots_smaller_than_its_square_and_calibrates_on_opened_maps():

@@ -145,13 +145,14 @@ class MapDetector(nn.Module):
 
     def smooth(self, e: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
         """Separable Gaussian smoothing of (B, 1, H, W) maps with reflect padding (the score's kernel unless
-        ``kernel`` is given)."""
+        ``kernel`` is given); a kernel wider than the map pads by repeating the border (reflect cannot)."""
         k = self.kernel if kernel is None else kernel
         if k.numel() == 1:
             return e
         r = k.numel() // 2
-        e = F.conv2d(F.pad(e, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-        return F.conv2d(F.pad(e, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+        mode = "reflect" if r < min(e.shape[-2:]) else "replicate"
+        e = F.conv2d(F.pad(e, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(e, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1))
 
     def image_score(self, smoothed: torch.Tensor) -> torch.Tensor:
         """(B,) from smoothed maps (B, 1, H, W): ``detect.score`` max, mean, or topk (mean of the ``top_k``
