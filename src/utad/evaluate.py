@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from utad.data.bundle import DataBundle
-from utad.data.images import load_mask, open_image, resize
+from utad.data.images import load_mask, open_image, resize_mask
 from utad.detector import MapDetector, Prediction
 from utad.errors import UtadError
 from utad.fidelity import FidelityMeter, swapped_reconstruction
@@ -69,13 +69,13 @@ def defect_fidelity(
     test images (masks at the model's resolution): the *defect gain* near 1 says x^ keeps the defect out as m
     does, near the normal gain that x^ copies it (``utad.fidelity``). None without masks, an impression or a
     perceptual measurement. ``native_masks`` (N, H, W) bool: the masks already read at native resolution,
-    resized here as ``load_mask`` would (else read from disk again)."""
+    resized here as ``load_mask`` does (``resize_mask``) (else read from disk again)."""
     if det.pm is None or not preds or preds[0].impression is None or not data.test_samples:
         return None
     size = preds[0].image.shape[0]
     if native_masks is not None:
         masks = [
-            resize(g.astype(np.float32)[..., None], size)[..., 0] >= 0.5 if s.label and s.mask else None
+            resize_mask(g, size) if s.label and s.mask else None
             for s, g in zip(data.test_samples, native_masks, strict=True)
         ]
     else:

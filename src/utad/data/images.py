@@ -140,8 +140,12 @@ def mask_array(img: Image.Image, size: int | tuple[int, int] | None) -> np.ndarr
     arr = _to_float(img)
     if arr.ndim == 3:
         arr = arr.max(axis=-1)
-    binary = (arr > 0).astype(np.float32)[..., None]
-    return resize(binary, size)[..., 0] >= 0.5
+    return resize_mask(arr > 0, size)
+
+
+def resize_mask(binary: np.ndarray, size: int | tuple[int, int] | None) -> np.ndarray:
+    """A bool (H, W) mask resized bilinearly to ``size`` and binarised at 0.5 (how every mask is resized)."""
+    return resize(binary.astype(np.float32)[..., None], size)[..., 0] >= 0.5
 
 
 def image_info(path: str | os.PathLike) -> tuple[tuple[int, int], str]:
