@@ -1,5 +1,10 @@
 """Would a per-position reference for the anomaly map help? A probe, not a detector setting.
 
+``map_postprocess.py`` asked this first (mean-map subtraction and ``z`` on the raw map of a ``cpu-fast`` run, pixel
+metrics at the model's size); this probe asks it of a run as ``utad choose`` leaves it: the chosen measurement
+(``--set``), maps post-processed as the detector does (``detect.open_px``), calibrated, with IoU, native-size masks,
+and held-out images for one-class runs.
+
 MVTec objects sit in the same place in every image, so a good part's map e is high in the same places (bottle's
 rings, pill's outline and imprint) and PaDiM-style methods compare each position with its own normal
 statistics. This script asks whether that helps UTAD's e: with mu and sd the per-position mean and standard
