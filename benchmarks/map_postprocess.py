@@ -1,6 +1,6 @@
 """Would a post-processing of the anomaly map e tell pill's defects from its normal variation? A probe.
 
-On pill, e is bright on every good pill (the red speckles, the imprint's edges, `README.md`, Fidelity section).
+On pill, e is bright on every good pill (the red speckles, the imprint's edges, `docs/fidelity.md`).
 Two classic fixes work on e alone, after the networks and before the image score, and need no training:
 
 * **per-position normalisation**: subtract the mean map of normal images (``sub-mean``), or divide by their

@@ -49,7 +49,7 @@ CANDIDATES: dict[str, list[str]] = {
 # image-score settings tried on the chosen measurement, a second step: they change the image score only (not e,
 # not the masks), so image AUROC alone decides between them, the measurement's choice stands, and the chosen
 # measurement's maps are scored again instead of measured again (SCORE_KEYS only). On pill the
-# smoothed maximum at sigma 4 let single red speckles of good pills decide the score (README, fidelity section)
+# smoothed maximum at sigma 4 let single red speckles of good pills decide the score (docs/fidelity.md)
 SCORE_CANDIDATES: dict[str, list[str]] = {
     "sigma-8": ["detect.smooth_sigma=8"],
     "sigma-16": ["detect.smooth_sigma=16"],

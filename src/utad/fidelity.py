@@ -49,7 +49,7 @@ def low_fidelity_warning(gain: float | None, where: str) -> str | None:
         f"Expert-Net's x^ is further from x than the impression m is (fidelity gain {gain:.2f} on {where}): the "
         "second stage did not train well; look at x^ in report.png and at the detail term s per epoch in "
         "history.json, and try expert.lambda_s_prior=0.1 (bounds the detail code when that term blows up), "
-        "expert.residual=true or a lower train.expert_lr (README, 'One-class runs')"
+        "expert.residual=true or a lower train.expert_lr (docs/oneclass.md, 'One-class runs')"
     )
 
 
@@ -60,7 +60,7 @@ DETAIL_DRIFT = 1.0  # detail term |E_S(x^) - s| above this in any epoch: the det
 def detail_drift_warning(rows: list[dict[str, float]]) -> str | None:
     """A warning when the detail term ``s`` of stage 2 (one history row per epoch) rose above ``DETAIL_DRIFT``:
     nothing in the paper's losses fixes the scale of E_S's codes, and when it drifts AdaIN's parameters grow
-    until x^ saturates (README, 'One-class runs'). None when the term stayed small or was not recorded."""
+    until x^ saturates (docs/oneclass.md, 'One-class runs'). None when the term stayed small or was not recorded."""
     values = [(r["epoch"], r["s"]) for r in rows if np.isfinite(r.get("s", np.nan))]
     if not values:
         return None

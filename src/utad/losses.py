@@ -90,7 +90,7 @@ def expert_loss(
     ``s`` is the target of the detail loss and is detached, so the term does not pull s = E_S(x) towards
     E_S(x^); E_S still gets its gradient through E_S(x^), and a constant E_S satisfies the term. Measured, it
     does: on the demo and pill with the residual expert and skips the term falls to 1e-5 and x^ no longer
-    depends on s (``detail_swap`` in ``utad.fidelity``; README, "Is the detail code used?"). The detail term
+    depends on s (``detail_swap`` in ``utad.fidelity``; docs/fidelity.md, "Is the detail code used?"). The detail term
     is dropped without E_S, the m^ term without the m^ branch.
 
     Beyond the paper (off unless ``lambda_p > 0``): ``lambda_p * phi(x, x^)``, the perceptual distance the

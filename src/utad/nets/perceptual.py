@@ -11,7 +11,7 @@ the backbone and the distance maps come back at the images' own size. The paper 
 resolution (256 px on MVTec, 64 px for the one-class data); an ImageNet backbone learnt its features on objects
 of about 224 px, and at 64 px its conv3_4-depth layer sees a whole digit in an 8 x 8 map, so measuring at a
 larger size is a test-time lever to choose on held-out images, like the layers. Measured, it does not help
-(README, Table 2 section: MNIST 8's held-out AUROC falls from 0.931 at 64 px to 0.791 at 128 px; pill's
+(docs/oneclass.md, Table 2 section: MNIST 8's held-out AUROC falls from 0.931 at 64 px to 0.791 at 128 px; pill's
 synthetic defects fall too).
 
 Weights are never downloaded: VGG-19 comes from an explicit path or torch's hub cache, EfficientNet-Lite0 from
