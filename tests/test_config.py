@@ -20,7 +20,8 @@ def test_every_field_has_a_comment():
             assert "#" in line, f"{cls.__name__}.{f.name} has no comment"
 
 
-PRESETS = ["ae-l2", "ae-ssim", "cpu-fast", "cpu-ssim", "feature-gaussian", "feature-knn", "oneclass-fast"]
+PRESETS = ["ae-l2", "ae-ssim", "cpu-fast", "cpu-mvtec", "cpu-ssim", "feature-gaussian", "feature-knn"]
+PRESETS += ["oneclass-fast"]
 PRESETS += ["paper-mvtec", "paper-oneclass"]
 
 
@@ -91,6 +92,10 @@ def test_cpu_ssim_is_cpu_fast_with_the_structural_term():
     """``extends: cpu-fast``: every value of cpu-fast, and only ienet.lambda_ssim changed."""
     assert load_config("cpu-ssim") == load_config("cpu-fast", ["ienet.lambda_ssim=30"])
     assert load_config("cpu-fast").ienet.lambda_ssim == 0.0
+
+
+def test_cpu_mvtec_is_cpu_ssim_with_weight_100():
+    assert load_config("cpu-mvtec") == load_config("cpu-fast", ["ienet.lambda_ssim=100"])
 
 
 def test_a_preset_file_may_extend_another(tmp_path):
