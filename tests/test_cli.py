@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from conftest import BOTTLE, save
 from utad.cli import main
@@ -15,6 +16,15 @@ def run(capsys, *argv):
 def test_help(capsys):
     code, out, _ = run(capsys)
     assert code == 0 and "data" in out
+
+
+def test_train_help_lists_every_shipped_preset(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse would wrap the list, and may break a name at its hyphen
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for name in ("cpu-fast", "cpu-mvtec", "cpu-ssim", "oneclass-fast", "paper-mvtec", "feature-knn"):
+        assert name in out
 
 
 def test_inspect_bottle(capsys):

@@ -247,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--preset",
-        help="paper-mvtec | paper-oneclass | cpu-fast | ae-l2 | ae-ssim | feature-knn | feature-gaussian | a "
-        "YAML file (default: cpu-fast, or the preset named after --method)",
+        help=" | ".join(sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.yaml")))
+        + " | a YAML file (default: cpu-fast, or the preset named after --method)",
     )
     tr.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train.ie_epochs=50"
