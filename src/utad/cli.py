@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from utad import __version__
+from utad.config import preset_names
 from utad.errors import UtadError
 
 
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--preset",
-        help=" | ".join(sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.yaml")))
+        help=" | ".join(preset_names())
         + " | a YAML file (default: cpu-fast, or the preset named after --method)",
     )
     tr.add_argument(

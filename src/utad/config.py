@@ -21,6 +21,11 @@ from utad.errors import ConfigError
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the package; ./configs links here
 
 
+def preset_names() -> list[str]:
+    """The shipped presets' names, sorted (what ``--preset`` accepts besides a YAML file)."""
+    return sorted(q.stem for q in PRESETS_DIR.glob("*.yaml")) if PRESETS_DIR.is_dir() else []
+
+
 @dataclass
 class DataConfig:
     source: str = "demo"  # demo | mvtec | folder | mnist | fashion-mnist | cifar10
@@ -378,8 +383,9 @@ def preset_path(name_or_path: str | os.PathLike) -> Path:
         return p
     cand = PRESETS_DIR / f"{name_or_path}.yaml"
     if not cand.is_file():
-        names = sorted(q.stem for q in PRESETS_DIR.glob("*.yaml")) if PRESETS_DIR.is_dir() else []
-        raise ConfigError(f"unknown preset {name_or_path!r}; presets: {', '.join(names) or 'none found'}")
+        raise ConfigError(
+            f"unknown preset {name_or_path!r}; presets: {', '.join(preset_names()) or 'none found'}"
+        )
     return cand
 
 
