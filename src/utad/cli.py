@@ -70,6 +70,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_branch(args: argparse.Namespace) -> int:
+    from utad.branch import branch_stage2
+    from utad.train import is_rank_zero, train
+
+    branch_stage2(args.run, args.out, list(args.set or []))
+    if args.no_train:
+        print(f"branched: {args.out} (train it with utad train --resume --out {args.out})")
+        return 0
+    path = train(None, args.out, resume=True, progress=not args.quiet)
+    if is_rank_zero():
+        print(f"trained: {path}")
+    return 0
+
+
 def _print_metrics(metrics: dict) -> None:
     keys = ("image_auroc", "pixel_auroc", "aupro", "iou", "f1_max")
     print("  ".join(f"{k} {metrics[k]:.4f}" for k in keys if metrics.get(k) is not None))
@@ -271,6 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out, replacing its files")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train)
+
+    br = sub.add_parser(
+        "branch",
+        help="train a new Expert-Net (stage 2) on a finished run's IE-Net, with other stage-2 settings",
+    )
+    br.add_argument("run", help="run folder whose trained IE-Net is kept")
+    br.add_argument("--out", required=True, help="new run folder (must be new or empty)")
+    br.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="stage-2 override (expert.*, train.expert_*, train.lr_schedule, train.val_fidelity, pm.*, "
+        "detect.*), e.g. expert.lambda_ssim=30",
+    )
+    br.add_argument("--no-train", action="store_true", help="only write the branch; train it with --resume")
+    br.add_argument("--quiet", action="store_true", help="no progress bars")
+    br.set_defaults(func=_cmd_branch)
 
     te = sub.add_parser("test", help="evaluate a run on its test split: metrics.json, report.png")
     te.add_argument("run", help="run folder written by utad train")

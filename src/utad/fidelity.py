@@ -70,7 +70,7 @@ def detail_drift_warning(rows: list[dict[str, float]]) -> str | None:
     return (
         f"the detail term |E_S(x^) - s| reached {peak:.3g} in stage-2 epoch {epoch} (above {DETAIL_DRIFT:g}): the "
         "detail code's scale ran away, which can leave x^ flat or black; look at x^ in report.png and train stage "
-        "2 again with expert.lambda_s_prior=0.1 (benchmarks/branch_stage2.py keeps stage 1)"
+        "2 again with expert.lambda_s_prior=0.1 (utad branch RUN --out NEW --set ... keeps stage 1)"
     )
 
 
