@@ -45,13 +45,11 @@ def test_branch_keeps_ienet_trains_a_new_expert_with_the_override(trained_run, t
 
 def test_branch_without_training_is_a_stage_2_at_epoch_0(trained_run, tmp_path):
     out = tmp_path / "b"
-    assert (
-        main(["branch", str(trained_run), "--out", str(out), "--no-train", "--set", "train.expert_epochs=1"])
-        == 0
-    )
+    sets = ["--set", "train.expert_epochs=1", "--set", "train.threads=1"]  # a runtime key is allowed too
+    assert main(["branch", str(trained_run), "--out", str(out), "--no-train", *sets]) == 0
     state = load_checkpoint(out)
     assert (state["stage"], state["epoch"], state["expert"], state["norm"]) == ("expert", 0, None, None)
-    assert state["config"]["train"]["expert_epochs"] == 1
+    assert state["config"]["train"]["expert_epochs"] == 1 and state["config"]["train"]["threads"] == 1
 
 
 @pytest.mark.parametrize(

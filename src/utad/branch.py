@@ -4,8 +4,9 @@ Stage 1 (IE-Net, Sec. 3.1) does not depend on any Expert-Net setting (Sec. 3.2 t
 impressions m), so variants of the second stage (its width, loss weights, crops, schedule) need IE-Net trained
 once. ``branch_stage2`` writes a new run folder whose checkpoint holds the source's IE-Net, its stage-1 history
 and a fresh stage 2 at epoch 0; ``utad branch`` then trains it like ``utad train --resume`` would. Only
-``expert.*``, stage-2 ``train.*`` settings and the measurement (``pm.*``, ``detect.*``) may change: any other key
-would make the branch a different stage 1 under the same weights.
+``expert.*``, stage-2 ``train.*`` settings, the measurement (``pm.*``, ``detect.*``) and where stage 2 runs
+(threads, devices, precision) may change: any other key would make the branch a different stage 1 under the same
+weights.
 
 The recipe this serves (README, "Table 1"): train ``cpu-mvtec``, branch it with the structural term on x^
 (``expert.lambda_ssim=30``), then ``utad choose`` over both runs picks, on drawn defects of the validation images,
@@ -23,6 +24,18 @@ from utad.errors import UtadError
 from utad.io import prepare_run_dir, write_text
 
 STAGE2_KEYS = ("expert.", "train.expert_", "train.lr_schedule", "train.val_fidelity", "detect.", "pm.")
+# where and how fast stage 2 runs: these change no trained weight of stage 1
+RUNTIME_KEYS = (
+    "train.threads",
+    "train.accelerator",
+    "train.devices",
+    "train.num_nodes",
+    "train.strategy",
+    "train.precision",
+    "train.channels_last",
+    "train.max_minutes",
+    "data.num_workers",
+)
 
 
 def check_stage2_overrides(overrides: list[str]) -> None:
@@ -31,7 +44,7 @@ def check_stage2_overrides(overrides: list[str]) -> None:
         if "=" not in item:
             raise UtadError(f"--set {item}: expected KEY=VALUE")
         key = item.split("=", 1)[0].strip()
-        if not key.startswith(STAGE2_KEYS):
+        if not key.startswith(STAGE2_KEYS) and key not in RUNTIME_KEYS:
             raise UtadError(
                 f"--set {key}: only stage-2 settings ({', '.join(STAGE2_KEYS)}) can change in a branch; "
                 "IE-Net and the data stay the source run's"

@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="stage-2 override (expert.*, train.expert_*, train.lr_schedule, train.val_fidelity, pm.*, "
-        "detect.*), e.g. expert.lambda_ssim=30",
+        "detect.*; and where it runs: train.threads, train.devices, train.precision, ...), "
+        "e.g. expert.lambda_ssim=30",
     )
     br.add_argument("--no-train", action="store_true", help="only write the branch; train it with --resume")
     br.add_argument("--quiet", action="store_true", help="no progress bars")
