@@ -4,6 +4,7 @@ is left as it was, and settings that would change stage 1 are refused by name.""
 from __future__ import annotations
 
 import hashlib
+import shutil
 
 import pytest
 import torch
@@ -101,3 +102,12 @@ def test_branch_refuses_a_baseline_run(trained_run, tmp_path):
     run = copy_with(trained_run, tmp_path / "knn", config={"method": "feature-knn"})
     with pytest.raises(UtadError, match="a feature-knn run has no stage 2 to branch"):
         branch_stage2(run, tmp_path / "b", [])
+
+
+def test_resume_says_which_options_it_ignores(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["train", "--resume", "--out", str(run), "--quiet", "--set", "expert.lambda_ssim=30"]) == 0
+    err = capsys.readouterr().err
+    assert f"--resume continues {run} with its saved config; ignored: --set expert.lambda_ssim=30" in err
+    assert load_checkpoint(run)["config"]["expert"]["lambda_ssim"] == 0

@@ -62,6 +62,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from utad.train import is_rank_zero, train
 
     if args.resume:
+        ignored = [f"--set {s}" for s in args.set or []] + [
+            f"--{name.replace('_', '-')}"
+            for name in ("data", "source", "preset", "method", "seed", "epochs", "backbone")
+            if getattr(args, name, None) is not None
+        ]
+        if (
+            ignored
+        ):  # the checkpoint's config is the run's; `utad branch` changes stage 2 on a finished IE-Net
+            print(
+                f"utad: warning: --resume continues {args.out} with its saved config; ignored: "
+                f"{', '.join(ignored)} (for other stage-2 settings: utad branch)",
+                file=sys.stderr,
+            )
         path = train(None, args.out, resume=True, progress=not args.quiet)  # config comes from the checkpoint
     else:
         path = train(_config_from_args(args), args.out, overwrite=args.overwrite, progress=not args.quiet)
