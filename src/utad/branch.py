@@ -46,17 +46,17 @@ def check_stage2_overrides(overrides: list[str]) -> None:
         key = item.split("=", 1)[0].strip()
         if not key.startswith(STAGE2_KEYS) and key not in RUNTIME_KEYS:
             raise UtadError(
-                f"--set {key}: only stage-2 settings ({', '.join(STAGE2_KEYS)}) can change in a branch; "
-                "IE-Net and the data stay the source run's"
+                f"--set {key}: only stage-2 settings ({', '.join(STAGE2_KEYS)}) and where it runs "
+                f"({', '.join(RUNTIME_KEYS)}) can change in a branch; IE-Net and the data stay the source run's"
             )
 
 
 def branch_stage2(src: str | Path, dst: str | Path, overrides: list[str]) -> Path:
     """Write run folder ``dst`` holding ``src``'s IE-Net and an untrained stage 2 with ``overrides`` applied.
 
-        ``src`` must be a UTAD run whose stage 1 has finished; ``dst`` must be new or empty (nothing is replaced).
-        Returns the new checkpoint's path; train it with ``utad.train.train(None, dst, resume=True)``. The branch
-    starts from the random state the source saved last, so without overrides it is a new draw of stage 2, not a copy.
+    ``src`` must be a UTAD run whose stage 1 has finished; ``dst`` must be new or empty (nothing is replaced).
+    Returns the new checkpoint's path; train it with ``utad.train.train(None, dst, resume=True)``. The branch
+    starts from the random state the source saved last, so without overrides it is a new draw of stage 2.
     """
     check_stage2_overrides(overrides)
     state = load_checkpoint(src)

@@ -58,43 +58,45 @@ def _config_from_args(args: argparse.Namespace):
     return load_config(preset, overrides)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _train_and_report(args: argparse.Namespace, cfg=None) -> int:
+    """Train ``args.out`` from ``cfg``, or continue it from its checkpoint (its saved config) when ``cfg`` is None."""
     from utad.train import is_rank_zero, train
 
-    if args.resume:
-        ignored = [f"--set {s}" for s in args.set or []] + [
-            f"--{name.replace('_', '-')}"
-            for name in ("data", "source", "preset", "method", "seed", "epochs", "backbone")
-            if getattr(args, name, None) is not None
-        ]
-        if (
-            ignored
-        ):  # the checkpoint's config is the run's; `utad branch` changes stage 2 on a finished IE-Net
-            print(
-                f"utad: warning: --resume continues {args.out} with its saved config; ignored: "
-                f"{', '.join(ignored)} (for other stage-2 settings: utad branch)",
-                file=sys.stderr,
-            )
-        path = train(None, args.out, resume=True, progress=not args.quiet)  # config comes from the checkpoint
+    if cfg is None:
+        path = train(None, args.out, resume=True, progress=not args.quiet)
     else:
-        path = train(_config_from_args(args), args.out, overwrite=args.overwrite, progress=not args.quiet)
+        path = train(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
     if is_rank_zero():
         print(f"trained: {path}")
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    if not args.resume:
+        return _train_and_report(args, _config_from_args(args))
+    # the checkpoint's config is the run's; `utad branch` changes stage 2 on a finished IE-Net
+    ignored = [f"--set {s}" for s in args.set or []] + [
+        f"--{name.replace('_', '-')}"
+        for name in ("data", "source", "preset", "method", "seed", "epochs", "backbone")
+        if getattr(args, name, None) is not None
+    ]
+    if ignored:
+        print(
+            f"utad: warning: --resume continues {args.out} with its saved config; ignored: "
+            f"{', '.join(ignored)} (for other stage-2 settings: utad branch)",
+            file=sys.stderr,
+        )
+    return _train_and_report(args)
+
+
 def _cmd_branch(args: argparse.Namespace) -> int:
     from utad.branch import branch_stage2
-    from utad.train import is_rank_zero, train
 
     branch_stage2(args.run, args.out, list(args.set or []))
     if args.no_train:
         print(f"branched: {args.out} (train it with utad train --resume --out {args.out})")
         return 0
-    path = train(None, args.out, resume=True, progress=not args.quiet)
-    if is_rank_zero():
-        print(f"trained: {path}")
-    return 0
+    return _train_and_report(args)
 
 
 def _print_metrics(metrics: dict) -> None:
