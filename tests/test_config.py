@@ -95,7 +95,9 @@ def test_cpu_ssim_is_cpu_fast_with_the_structural_term():
 
 
 def test_cpu_mvtec_is_cpu_ssim_with_weight_100_and_60_ienet_epochs():
-    assert load_config("cpu-mvtec") == load_config("cpu-fast", ["ienet.lambda_ssim=100", "train.ie_epochs=60"])
+    assert load_config("cpu-mvtec") == load_config(
+        "cpu-fast", ["ienet.lambda_ssim=100", "train.ie_epochs=60"]
+    )
 
 
 def test_a_preset_file_may_extend_another(tmp_path):
