@@ -25,6 +25,13 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
     return 1 if report["problems"] else 0
 
 
+# every `utad train` option that `_config_from_args` turns into config (besides --set): what --resume ignores
+_CONFIG_OPTIONS = (
+    "data", "source", "category", "normal_class", "image_size", "no_masks", "skip_bad",
+    "method", "preset", "seed", "epochs", "backbone", "vgg_weights", "random_backbone",
+)  # fmt: skip
+
+
 def _config_from_args(args: argparse.Namespace):
     from utad.config import load_config
     from utad.methods import DEFAULT_PRESET
@@ -77,8 +84,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # the checkpoint's config is the run's; `utad branch` changes stage 2 on a finished IE-Net
     ignored = [f"--set {s}" for s in args.set or []] + [
         f"--{name.replace('_', '-')}"
-        for name in ("data", "source", "preset", "method", "seed", "epochs", "backbone")
-        if getattr(args, name, None) is not None
+        for name in _CONFIG_OPTIONS
+        if getattr(args, name, None) not in (None, False)
     ]
     if ignored:
         print(
