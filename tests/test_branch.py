@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 
+from conftest import TRAIN_TINY
+
 from utad.branch import branch_stage2
 from utad.checkpoint import load_checkpoint, save_checkpoint
 from utad.cli import main
@@ -111,3 +113,49 @@ def test_resume_says_which_options_it_ignores(trained_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"--resume continues {run} with its saved config; ignored: --set expert.lambda_ssim=30" in err
     assert load_checkpoint(run)["config"]["expert"]["lambda_ssim"] == 0
+
+
+def test_keep_expert_continues_stage_2_as_a_longer_run_would(trained_run, tmp_path, capsys):
+    """2 stage-2 epochs continued to 3 give the weights of a run trained with 3 from the start (constant
+    schedule, each epoch's order from its own seed); the source is left as it was."""
+    before = digest(trained_run / "checkpoint.pt")
+    out = tmp_path / "more"
+    sets = ["--set", "train.expert_epochs=3"]
+    assert main(["branch", str(trained_run), "--out", str(out), "--quiet", "--keep-expert", *sets]) == 0
+    assert digest(trained_run / "checkpoint.pt") == before
+    longer = tmp_path / "longer"
+    i = TRAIN_TINY.index("--epochs")  # --epochs N sets both stages' epochs, over --set
+    tiny = [*TRAIN_TINY[:i], *TRAIN_TINY[i + 2 :], "--set", "train.ie_epochs=2"]
+    assert main([*tiny, "--set", "train.expert_epochs=3", "--out", str(longer)]) == 0
+    src, new, ref = (load_checkpoint(p) for p in (trained_run, out, longer))
+    assert new["stage"] == "done" and new["config"]["train"]["expert_epochs"] == 3
+    assert [r["epoch"] for r in new["history"]["expert"]] == [1, 2, 3]
+    assert new["history"]["expert"][:2] == src["history"]["expert"]
+    for name, weight in ref["expert"].items():
+        assert torch.allclose(weight, new["expert"][name], atol=1e-6), name
+    assert any(not torch.equal(w, new["expert"][n]) for n, w in src["expert"].items())
+    log = (out / "log.txt").read_text()
+    assert "its IE-Net and its Expert-Net after 2 epochs kept) with train.expert_epochs=3" in log
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["expert.lambda_ssim=30", "train.expert_epochs=3"], "--set expert.lambda_ssim: continuing"),
+        (["train.expert_epochs=2"], "stage 2 ran 2 epochs; --keep-expert needs"),
+        ([], "stage 2 ran 2 epochs; --keep-expert needs"),
+        (["train.expert_epochs=3", "train.lr_schedule=cosine"], "--set train.lr_schedule: continuing"),
+    ],
+)
+def test_keep_expert_refuses_what_would_not_be_a_continuation(trained_run, tmp_path, sets, message):
+    with pytest.raises(UtadError, match=message):
+        branch_stage2(trained_run, tmp_path / "b", sets, keep_expert=True)
+    assert not (tmp_path / "b").exists()
+
+
+def test_keep_expert_refuses_a_cosine_source(trained_run, tmp_path, capsys):
+    train = {**load_checkpoint(trained_run)["config"]["train"], "lr_schedule": "cosine"}
+    run = copy_with(trained_run, tmp_path / "cos", config={"train": train})
+    args = ["branch", str(run), "--out", str(tmp_path / "b"), "--keep-expert", "--set", "train.expert_epochs=3"]
+    assert main(args) == 2
+    assert "train.lr_schedule is cosine, a function of the stage's total epochs" in capsys.readouterr().err

@@ -8,6 +8,12 @@ and a fresh stage 2 at epoch 0; ``utad branch`` then trains it like ``utad train
 (threads, devices, precision) may change: any other key would make the branch a different stage 1 under the same
 weights.
 
+``keep_expert=True`` (``utad branch --keep-expert``) instead continues the source's Expert-Net (weights, optimiser,
+discriminator, stage-2 history) for more epochs: when the validation learning curve of stage 2 still rises, a
+longer stage 2 costs only the added epochs. Only ``train.expert_epochs`` (more than ran) and where it runs may
+change, and only under the constant schedule: a cosine schedule is a function of the stage's total epochs, so its
+continuation would not be the longer run's.
+
 The recipe this serves (README, "Table 1"): train ``cpu-mvtec``, branch it with the structural term on x^
 (``expert.lambda_ssim=30``), then ``utad choose`` over both runs picks, on drawn defects of the validation images,
 which expert (and which measurement) to keep.
@@ -51,8 +57,39 @@ def check_stage2_overrides(overrides: list[str]) -> None:
             )
 
 
-def branch_stage2(src: str | Path, dst: str | Path, overrides: list[str]) -> Path:
+def check_keep_expert(state: dict, cfg, src: str | Path, overrides: list[str]) -> int:
+    """What ``keep_expert`` needs, refused with the reason: a source with a trained Expert-Net, overrides of
+    ``train.expert_epochs`` and runtime keys only, more epochs than ran, the constant schedule. Returns the
+    stage-2 epochs the source ran."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key != "train.expert_epochs" and key not in RUNTIME_KEYS:
+            raise UtadError(
+                f"--set {key}: continuing the source's Expert-Net (--keep-expert) changes only train.expert_epochs "
+                "and where it runs; for other stage-2 settings branch without --keep-expert"
+            )
+    if state.get("expert") is None:
+        raise UtadError(f"{src}: has no trained Expert-Net to continue; branch without --keep-expert")
+    ran = len(state["history"].get("expert", []))
+    if cfg.train.expert_epochs <= ran:
+        raise UtadError(
+            f"{src}: stage 2 ran {ran} epochs; --keep-expert needs --set train.expert_epochs=N with N > {ran}"
+        )
+    if cfg.train.lr_schedule != "constant":
+        raise UtadError(
+            f"{src}: train.lr_schedule is {cfg.train.lr_schedule}, a function of the stage's total epochs: its "
+            "continuation would not be the longer run's; branch without --keep-expert to train stage 2 afresh"
+        )
+    return ran
+
+
+def branch_stage2(
+    src: str | Path, dst: str | Path, overrides: list[str], keep_expert: bool = False
+) -> Path:
     """Write run folder ``dst`` holding ``src``'s IE-Net and an untrained stage 2 with ``overrides`` applied.
+
+    With ``keep_expert`` the stage 2 is the source's, continued from the epochs it ran to ``train.expert_epochs``
+    (``check_keep_expert`` says what may change); the calibration is redone at the end.
 
     ``src`` must be a UTAD run whose stage 1 has finished; ``dst`` must be new or empty (nothing is replaced).
     Returns the new checkpoint's path; train it with ``utad.train.train(None, dst, resume=True)``. The branch
@@ -69,14 +106,20 @@ def branch_stage2(src: str | Path, dst: str | Path, overrides: list[str]) -> Pat
     for item in overrides:
         apply_override(state["config"], item)
     cfg = from_dict(state["config"], "branch overrides")
+    ran = check_keep_expert(state, cfg, src, overrides) if keep_expert else 0
     dst = prepare_run_dir(dst)
-    state.update(stage="expert", epoch=0, expert=None, expert_opt=None, norm=None)
-    for key in ("disc", "disc_opt"):  # a discriminator belongs to the source's stage 2
-        state.pop(key, None)
-    state["history"] = {"ienet": state["history"]["ienet"], "expert": []}
+    if keep_expert:
+        state.update(stage="expert", epoch=ran, norm=None)
+        state["history"] = {"ienet": state["history"]["ienet"], "expert": state["history"]["expert"][:ran]}
+    else:
+        state.update(stage="expert", epoch=0, expert=None, expert_opt=None, norm=None)
+        for key in ("disc", "disc_opt"):  # a discriminator belongs to the source's stage 2
+            state.pop(key, None)
+        state["history"] = {"ienet": state["history"]["ienet"], "expert": []}
     write_text(dst / "config.yaml", dump_yaml(cfg))
     path = save_checkpoint(dst, state)
     changes = " ".join(overrides) or "no overrides"
-    runlog.attach(dst, "branch", f"branched from {Path(src).resolve()} (its IE-Net kept) with {changes}")
+    kept = f"its IE-Net and its Expert-Net after {ran} epochs kept" if keep_expert else "its IE-Net kept"
+    runlog.attach(dst, "branch", f"branched from {Path(src).resolve()} ({kept}) with {changes}")
     runlog.detach(True)
     return path

@@ -99,7 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_branch(args: argparse.Namespace) -> int:
     from utad.branch import branch_stage2
 
-    branch_stage2(args.run, args.out, list(args.set or []))
+    branch_stage2(args.run, args.out, list(args.set or []), keep_expert=args.keep_expert)
     if args.no_train:
         print(f"branched: {args.out} (train it with utad train --resume --out {args.out})")
         return 0
@@ -321,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stage-2 override (expert.*, train.expert_*, train.lr_schedule, train.val_fidelity, pm.*, "
         "detect.*; and where it runs: train.threads, train.devices, train.precision, ...), "
         "e.g. expert.lambda_ssim=30",
+    )
+    br.add_argument(
+        "--keep-expert",
+        action="store_true",
+        help="continue the source's Expert-Net for more epochs (--set train.expert_epochs=N, N more than it ran; "
+        "constant schedule only) instead of training a fresh one",
     )
     br.add_argument("--no-train", action="store_true", help="only write the branch; train it with --resume")
     br.add_argument("--quiet", action="store_true", help="no progress bars")
