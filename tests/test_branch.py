@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from conftest import TRAIN_TINY
-
 from utad.branch import branch_stage2
 from utad.checkpoint import load_checkpoint, save_checkpoint
 from utad.cli import main
@@ -156,6 +155,14 @@ def test_keep_expert_refuses_what_would_not_be_a_continuation(trained_run, tmp_p
 def test_keep_expert_refuses_a_cosine_source(trained_run, tmp_path, capsys):
     train = {**load_checkpoint(trained_run)["config"]["train"], "lr_schedule": "cosine"}
     run = copy_with(trained_run, tmp_path / "cos", config={"train": train})
-    args = ["branch", str(run), "--out", str(tmp_path / "b"), "--keep-expert", "--set", "train.expert_epochs=3"]
+    args = [
+        "branch",
+        str(run),
+        "--out",
+        str(tmp_path / "b"),
+        "--keep-expert",
+        "--set",
+        "train.expert_epochs=3",
+    ]
     assert main(args) == 2
     assert "train.lr_schedule is cosine, a function of the stage's total epochs" in capsys.readouterr().err

@@ -83,9 +83,7 @@ def check_keep_expert(state: dict, cfg, src: str | Path, overrides: list[str]) -
     return ran
 
 
-def branch_stage2(
-    src: str | Path, dst: str | Path, overrides: list[str], keep_expert: bool = False
-) -> Path:
+def branch_stage2(src: str | Path, dst: str | Path, overrides: list[str], keep_expert: bool = False) -> Path:
     """Write run folder ``dst`` holding ``src``'s IE-Net and an untrained stage 2 with ``overrides`` applied.
 
     With ``keep_expert`` the stage 2 is the source's, continued from the epochs it ran to ``train.expert_epochs``
