@@ -14,7 +14,13 @@ from utad import evaluate, fidelity, runs
 from utad.data.bundle import build_data
 from utad.detector import Detector
 from utad.evaluate import run_detector
-from utad.fidelity import FidelityMeter, detail_drift_warning, low_fidelity_warning, measure_fidelity
+from utad.fidelity import (
+    FidelityMeter,
+    detail_drift_warning,
+    low_fidelity_warning,
+    measure_fidelity,
+    still_rising_hint,
+)
 from utad.nets.expert_net import ExpertNet, ExpertOutput
 from utad.nets.perceptual import PerceptualMeasurement, load_backbone
 from utad.train import lr_at, random_crop
@@ -256,3 +262,23 @@ def test_defect_fidelity_from_the_native_masks_equals_reading_them_again(trained
     read = evaluate.defect_fidelity(det, preds, data)
     given = evaluate.defect_fidelity(det, preds, data, native_masks=native[0])
     assert read["n_pixels"] > 0 and given == read
+
+
+def rows_of(gains):
+    return [{"epoch": i + 1, "val_gain": g} for i, g in enumerate(gains)]
+
+
+def test_a_still_rising_validation_gain_hints_at_continuing_stage_2():
+    # about pill seed 0's last ten stage-2 epochs with cpu-mvtec (there: 0.848 against 0.813)
+    rising = rows_of([0.5] * 10 + [0.80, 0.83, 0.79, 0.82, 0.83, 0.83, 0.85, 0.83, 0.87, 0.86])
+    text = still_rising_hint(rising, "runs/pill")
+    assert "mean of the last 5 epochs 0.848, of the 5 before 0.814" in text
+    assert "utad branch runs/pill --out runs/pill-e40 --keep-expert --set train.expert_epochs=40" in text
+    cosine = still_rising_hint(rising, "runs/pill", "cosine")
+    assert (
+        "--keep-expert" not in cosine and "--set train.expert_epochs=40" in cosine
+    )  # a fresh, longer stage 2
+    assert still_rising_hint(rows_of([0.80, 0.81] * 5), "r") is None  # flat
+    assert still_rising_hint(rows_of([0.9] * 5 + [0.8] * 5), "r") is None  # falling
+    assert still_rising_hint(rows_of([0.1 * i for i in range(9)]), "r") is None  # under two windows
+    assert still_rising_hint([{"epoch": i, "x": 0.1} for i in range(12)], "r") is None  # not recorded

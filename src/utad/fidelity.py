@@ -74,6 +74,37 @@ def detail_drift_warning(rows: list[dict[str, float]]) -> str | None:
     )
 
 
+RISING_WINDOW, RISING_BY = (
+    5,
+    0.02,
+)  # mean validation gain of the last 5 stage-2 epochs above the 5 before by 0.02
+
+
+def still_rising_hint(rows: list[dict[str, float]], run: str, schedule: str = "constant") -> str | None:
+    """A hint when stage 2's validation fidelity gain was still rising at its end: the mean of the last
+    ``RISING_WINDOW`` epochs' ``val_gain`` above the mean of the window before by more than ``RISING_BY`` (a mean,
+    since one epoch's gain is noisy). It names the command that continues the expert (constant schedule) or
+    trains it again with more epochs (any other). None when flat, falling, too short or not recorded."""
+    gains = [r["val_gain"] for r in rows if np.isfinite(r.get("val_gain", np.nan))]
+    w = RISING_WINDOW
+    if len(gains) < 2 * w:
+        return None
+    before, last = float(np.mean(gains[-2 * w : -w])), float(np.mean(gains[-w:]))
+    if last - before <= RISING_BY:
+        return None
+    n = 2 * len(rows)
+    command = (
+        f"utad branch {run} --out {run}-e{n} --keep-expert --set train.expert_epochs={n}"
+        if schedule == "constant"
+        else f"utad branch {run} --out {run}-e{n} --set train.expert_epochs={n}"
+    )
+    return (
+        f"stage 2's validation fidelity gain was still rising at its end (mean of the last {w} epochs {last:.3f}, "
+        f"of the {w} before {before:.3f}): more epochs may bring x^ closer to x; {command}, then utad choose over "
+        "both runs decides on drawn defects (README, Table 1)"
+    )
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM of two (H, W, C) images in [0, 1] (channel mean; 7x7 uniform window as scikit-image)."""
     return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0))

@@ -26,7 +26,7 @@ from utad.config import UtadConfig, dump_yaml, from_dict, to_dict
 from utad.data.bundle import DataBundle, build_data
 from utad.detector import Detector
 from utad.errors import UtadError
-from utad.fidelity import detail_drift_warning, low_fidelity_warning, measure_fidelity
+from utad.fidelity import detail_drift_warning, low_fidelity_warning, measure_fidelity, still_rising_hint
 from utad.io import lock_run, prepare_run_dir, unlock_run, write_json, write_text
 from utad.losses import expert_loss, ie_loss
 from utad.model import build_expert, build_ienet, build_pm
@@ -379,6 +379,9 @@ def _train(
         ):
             if warning and fabric.is_global_zero:
                 log.warning(warning)
+        hint = still_rising_hint(history["expert"], str(run_dir), t.lr_schedule)
+        if hint and fabric.is_global_zero:
+            log.info(hint)
 
     # ---- calibration on held-out normal images ----------------------------------------------------------
     if expert is not None:
