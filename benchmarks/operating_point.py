@@ -20,41 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from utad.data.bundle import build_data
 from utad.detector import Detector
-from utad.evaluate import _native_masks, evaluate
+from utad.evaluate import _native_masks, evaluate, maps_and_masks
 from utad.io import write_json
 from utad.metrics import iou
 from utad.runs import overridden
 
 QUANTILES = (0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999)
-
-
-@torch.no_grad()
-def normal_quantiles(det: Detector, dataset, quantiles, batch_size: int = 8) -> dict[float, float]:
-    """The quantiles of the raw, post-processed e over every pixel of ``dataset`` (as ``Detector.calibrate``)."""
-    values = []
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        e, *_ = det.raw_map(batch["image"].to(det.kernel.device))
-        values.append(det.postprocess(e).flatten().cpu())
-    flat = torch.cat(values).numpy().astype(np.float64)
-    return {q: float(np.quantile(flat, q)) for q in quantiles}
-
-
-def maps_and_masks(data, preds) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised maps and ground-truth masks as ``utad.evaluate`` scores them: at the masks' native
-    resolution where every test image has one size (maps upsampled bilinearly), else at the model's."""
-    maps = torch.from_numpy(np.stack([p.anomaly_map for p in preds]))[:, None]
-    native = _native_masks(data)
-    if native is None:
-        return maps[:, 0].numpy(), np.stack([data.test[i]["mask"][0].numpy() for i in range(len(data.test))])
-    masks, (h, w) = native
-    if maps.shape[-2:] != (h, w):
-        maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
-    return maps[:, 0].numpy(), masks
 
 
 def probe(run: Path, strength: float, quantiles=QUANTILES) -> dict:
@@ -66,12 +41,13 @@ def probe(run: Path, strength: float, quantiles=QUANTILES) -> dict:
         cfg.seed,
         cache,
     )
-    qv = normal_quantiles(det, synthetic.val, quantiles)
+    values = det.normal_values(DataLoader(synthetic.val, batch_size=cfg.train.batch_size))
+    qv = {q: float(np.quantile(values, q)) for q in quantiles}
     own = det.norm["quantile"]
     row: dict = {"run": str(run), "detect.quantile": cfg.detect.quantile, "alpha": cfg.detect.alpha}
     for split, data in (("synthetic", synthetic), ("test", build_data(cfg.data, cfg.seed, cache))):
         metrics, preds = evaluate(det, data, cfg.train.batch_size, False)
-        maps, masks = maps_and_masks(data, preds)
+        maps, masks, _ = maps_and_masks(preds, data, _native_masks(data))
         row[split] = {
             "reported_iou": metrics["iou"],
             "by_quantile": {

@@ -172,13 +172,18 @@ class MapDetector(nn.Module):
         return score, e, m, x_hat, m_hat
 
     @torch.no_grad()
-    def calibrate(self, loader) -> dict[str, float]:
-        """Set the normalisation statistics from the raw maps of held-out normal images."""
+    def normal_values(self, loader) -> np.ndarray:
+        """Every pixel of the raw, post-processed maps of ``loader``'s images (float64), what ``calibrate``
+        takes its statistics from."""
         maps = []
         for batch in loader:
             e, *_ = self.raw_map(batch["image"].to(self.kernel.device))
             maps.append(self.postprocess(e).flatten().cpu())
-        values = torch.cat(maps).numpy().astype(np.float64)
+        return torch.cat(maps).numpy().astype(np.float64)
+
+    def calibrate(self, loader) -> dict[str, float]:
+        """Set the normalisation statistics from the raw maps of held-out normal images."""
+        values = self.normal_values(loader)
         self.norm = {
             "quantile": float(np.quantile(values, self.detect.quantile)),
             "min": float(values.min()),

@@ -116,6 +116,22 @@ def test_labels(data: DataBundle) -> np.ndarray:
     return np.array([s.label for s in data.test_samples])
 
 
+def maps_and_masks(
+    preds: list[Prediction], data: DataBundle, native: tuple[np.ndarray, tuple[int, int]] | None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The normalised maps (N, H, W) and ground-truth masks the pixel metrics score, and at which resolution:
+    the masks' native one (``native``, from ``_native_masks``; maps upsampled bilinearly) where every test image
+    has one size, else the model's (the dataset's resized masks)."""
+    maps = torch.from_numpy(np.stack([p.anomaly_map for p in preds]))[:, None]
+    if native is None:
+        masks = np.stack([data.test[i]["mask"][0].numpy() for i in range(len(data.test))])
+        return maps[:, 0].numpy(), masks, f"{maps.shape[-1]}x{maps.shape[-2]} (model)"
+    masks, (h, w) = native
+    if maps.shape[-2:] != (h, w):
+        maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
+    return maps[:, 0].numpy(), masks, f"{w}x{h} (native)"
+
+
 def evaluate(
     det: MapDetector, data: DataBundle, batch_size: int = 8, progress: bool = True
 ) -> tuple[dict[str, Any], list[Prediction]]:
@@ -146,16 +162,7 @@ def evaluate(
     }
     if data.has_masks:
         native = _native_masks(data)
-        maps = torch.from_numpy(np.stack([p.anomaly_map for p in preds]))[:, None]
-        if native is not None:
-            masks, (h, w) = native
-            if maps.shape[-2:] != (h, w):
-                maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
-            metrics["eval_resolution"] = f"{w}x{h} (native)"
-        else:
-            masks = np.stack([data.test[i]["mask"][0].numpy() for i in range(len(data.test))])
-            metrics["eval_resolution"] = f"{maps.shape[-1]}x{maps.shape[-2]} (model)"
-        maps_np = maps[:, 0].numpy()
+        maps_np, masks, metrics["eval_resolution"] = maps_and_masks(preds, data, native)
         metrics["pixel_auroc"] = pixel_auroc(maps_np, masks)
         metrics["aupro"] = aupro(maps_np, masks)
         metrics["iou"] = iou(maps_np, masks, det.detect.alpha)
