@@ -22,6 +22,7 @@ def build_ienet(cfg: UtadConfig) -> IENet:
         fc_channels=c.fc_channels,
         negative_slope=c.negative_slope,
         decoder_input=c.decoder_input,
+        global_pool=c.global_pool,
     )
 
 

@@ -17,9 +17,11 @@ def assert_all_grads(module: torch.nn.Module) -> None:
     assert not missing, f"parameters without gradient: {missing}"
 
 
-@pytest.mark.parametrize("decoder_input", ["spatial", "global"])
+@pytest.mark.parametrize(
+    "decoder_input,global_pool", [("spatial", "mean"), ("global", "mean"), ("global", "flatten")]
+)
 @pytest.mark.parametrize("blocks,size", [(4, 32), (3, 16)])
-def test_ienet(decoder_input, blocks, size):
+def test_ienet(decoder_input, global_pool, blocks, size):
     torch.manual_seed(0)
     net = IENet(
         size,
@@ -31,10 +33,14 @@ def test_ienet(decoder_input, blocks, size):
         t_hidden=16,
         fc_channels=8,
         decoder_input=decoder_input,
+        global_pool=global_pool,
     )
     x = torch.rand(3, 3, size, size)
     out = net(x)
     b = size // 2**blocks if decoder_input == "spatial" else 1
+    per_position = 32  # the last block's channels: 4 branches x width 4 x 2**i, capped at max_width
+    flat = per_position * (size // 2**blocks) ** 2
+    assert out.g.shape == (3, flat if global_pool == "flatten" and b == 1 else per_position, b, b)
     assert out.m.shape == x.shape and out.z.shape == out.mu.shape == out.logvar.shape == (3, 8, b, b)
     assert 0 <= out.m.min() and out.m.max() <= 1 and torch.isfinite(out.m).all()
     t = net.critic(out.g, out.z)
@@ -43,6 +49,22 @@ def test_ienet(decoder_input, blocks, size):
     assert_all_grads(net)
     net.eval()
     assert torch.equal(net.impression(x), net.impression(x))  # deterministic at inference
+
+
+def test_ienet_global_code_from_flatten_keeps_where_mean_only_what():
+    """ienet.global_pool: moving the encoder's features to other positions leaves the mean-pooled code as it
+    was; the flattened one (a dense VAE bottleneck) changes, so the impression can follow the input's layout."""
+    torch.manual_seed(0)
+    kw = dict(blocks=3, width=2, max_width=8, z_dim=4, mlp_hidden=8, t_hidden=8, fc_channels=4)
+    h = torch.rand(1, 8, 2, 2)
+    moved = h.roll(1, dims=3)
+    for pool, same in (("mean", True), ("flatten", False)):
+        net = IENet(16, decoder_input="global", global_pool=pool, **kw)
+        net.encoder = torch.nn.Identity()  # encode() now sees h as E_M's output
+        mu, mu_moved = net.encode(h)[1], net.encode(moved)[1]
+        assert torch.allclose(mu, mu_moved) is same, pool
+    with pytest.raises(ValueError, match="global_pool must be mean or flatten"):
+        IENet(16, decoder_input="global", global_pool="max", **kw)
 
 
 @pytest.mark.parametrize("use_detail,use_naive", [(True, True), (False, True), (True, False)])

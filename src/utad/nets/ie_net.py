@@ -8,7 +8,10 @@ Choices the paper leaves open (all config fields, ``IENetConfig``):
   block ``i`` outputs ``min(4 * width * 2**i, max_width)`` channels: the feature map ``h``, (B, c, b, b) with
   b = S / 2**blocks.
 * The code ``z`` (``decoder_input``): ``spatial`` (default) is a code of ``z_dim`` channels at every one of the
-  b x b positions, as drawn in Fig. 3; ``global`` is one ``z_dim`` vector from the pooled ``h`` (b' = 1).
+  b x b positions, as drawn in Fig. 3; ``global`` is one ``z_dim`` vector per image (b' = 1), made from ``h``
+  as ``global_pool`` says: ``mean`` averages ``h`` over the positions (the authors' release pools its latent;
+  the code then says which features are present, hardly where), ``flatten`` feeds all b x b positions of ``h``
+  to the MLP, a standard VAE's dense bottleneck that keeps the layout (beyond the paper; docs/oneclass.md).
   Either way ``z`` has shape (B, z_dim, b', b') and is what D_M decodes, so the MI and KL terms shape the very
   code the impression is made from. (A decoder fed ``h`` directly, with ``z`` used only by T, was tried: L_info
   then stays at chance, 2 log 2, and the KL term collapses ``z`` to the prior.)
@@ -40,7 +43,9 @@ class IEOutput:
     z: torch.Tensor  # (B, z_dim, b', b') code (sampled while training, mu at inference)
     mu: torch.Tensor  # (B, z_dim, b', b')
     logvar: torch.Tensor  # (B, z_dim, b', b') log sigma^2
-    g: torch.Tensor  # (B, c, b', b') encoder feature of x paired with z by T (pooled when global)
+    g: (
+        torch.Tensor
+    )  # (B, c, b', b') encoder feature of x paired with z by T (pooled or flattened when global)
 
 
 def channel_schedule(blocks: int, width: int, max_width: int) -> list[int]:
@@ -144,27 +149,38 @@ class IENet(nn.Module):
         fc_channels: int = 64,
         negative_slope: float = 0.2,
         decoder_input: str = "spatial",
+        global_pool: str = "mean",
     ) -> None:
         super().__init__()
         if decoder_input not in ("spatial", "global"):
             raise ValueError(f"decoder_input must be spatial or global, got {decoder_input!r}")
+        if global_pool not in ("mean", "flatten"):
+            raise ValueError(f"global_pool must be mean or flatten, got {global_pool!r}")
         if image_size % 2**blocks:
             raise ValueError(f"image_size {image_size} must be divisible by 2**blocks = {2**blocks}")
         self.spatial = decoder_input == "spatial"
+        self.flatten = not self.spatial and global_pool == "flatten"
         chans = channel_schedule(blocks, width, max_width)
+        base = image_size // 2**blocks
+        g_dim = (
+            chans[-1] * base * base if self.flatten else chans[-1]
+        )  # channels of g, what the MLP and T read
         self.encoder = IEEncoder(in_channels, chans, negative_slope)  # E_M
-        self.mlp = PointwiseMLP([chans[-1], mlp_hidden, mlp_hidden, 2 * z_dim])  # 3 FC layers -> mu, log s^2
-        self.discriminator = PointwiseMLP([chans[-1] + z_dim, t_hidden, t_hidden, t_hidden, 1])  # T, 4 layers
-        self.decoder = IEDecoder(
-            in_channels, z_dim, fc_channels, image_size // 2**blocks, chans, negative_slope, self.spatial
-        )
+        self.mlp = PointwiseMLP([g_dim, mlp_hidden, mlp_hidden, 2 * z_dim])  # 3 FC layers -> mu, log s^2
+        self.discriminator = PointwiseMLP([g_dim + z_dim, t_hidden, t_hidden, t_hidden, 1])  # T, 4 layers
+        self.decoder = IEDecoder(in_channels, z_dim, fc_channels, base, chans, negative_slope, self.spatial)
 
     # pragma: no mutate end
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(g, mu, logvar): the feature map T pairs with z (pooled when global) and p(z | x)'s parameters."""
         h = self.encoder(x)
-        g = h if self.spatial else h.mean(dim=(2, 3), keepdim=True)
+        if self.spatial:
+            g = h
+        elif self.flatten:
+            g = h.flatten(1)[:, :, None, None]
+        else:
+            g = h.mean(dim=(2, 3), keepdim=True)
         mu, logvar = self.mlp(g).chunk(2, dim=1)
         return g, mu, logvar.clamp(-10.0, 10.0)
 
