@@ -60,9 +60,7 @@ class IENetConfig:
     t_hidden: int = 512  # hidden width of the 4-layer discriminator MLP T(x, z)
     use_info: bool = True  # L_info (Eq. 4) on; False is the "without L_info" ablation
     decoder_input: str = "spatial"  # spatial: a code z at every position (Fig. 3) | global: one vector z
-    global_pool: str = (
-        "mean"  # global code from h: mean over positions | flatten (all positions; beyond the paper)
-    )
+    global_pool: str = "mean"  # one code from h: mean over positions | flatten (all; beyond the paper)
     fc_channels: int = 64  # channels of D_M's input code (1x1-squeezed map, or z lifted by a linear layer)
     lambda_kl: float = 0.01  # lambda, KL(p(z) || N(0, I)) weight (Eq. 3; not in the paper; 0.1 collapsed z, L_info at chance)
     lambda_rec: float = 10.0  # lambda1, weight of |D_M(E_M(x)) - x|_1 (Eq. 6; not given in the paper)
