@@ -43,9 +43,7 @@ class IEOutput:
     z: torch.Tensor  # (B, z_dim, b', b') code (sampled while training, mu at inference)
     mu: torch.Tensor  # (B, z_dim, b', b')
     logvar: torch.Tensor  # (B, z_dim, b', b') log sigma^2
-    g: (
-        torch.Tensor
-    )  # (B, c, b', b') encoder feature of x paired with z by T (pooled or flattened when global)
+    g: torch.Tensor  # (B, c, b', b') E_M's feature T pairs with z (pooled or flattened when global)
 
 
 def channel_schedule(blocks: int, width: int, max_width: int) -> list[int]:
@@ -162,9 +160,7 @@ class IENet(nn.Module):
         self.flatten = not self.spatial and global_pool == "flatten"
         chans = channel_schedule(blocks, width, max_width)
         base = image_size // 2**blocks
-        g_dim = (
-            chans[-1] * base * base if self.flatten else chans[-1]
-        )  # channels of g, what the MLP and T read
+        g_dim = chans[-1] * base * base if self.flatten else chans[-1]  # channels of g (MLP and T read it)
         self.encoder = IEEncoder(in_channels, chans, negative_slope)  # E_M
         self.mlp = PointwiseMLP([g_dim, mlp_hidden, mlp_hidden, 2 * z_dim])  # 3 FC layers -> mu, log s^2
         self.discriminator = PointwiseMLP([g_dim + z_dim, t_hidden, t_hidden, t_hidden, 1])  # T, 4 layers
@@ -173,7 +169,7 @@ class IENet(nn.Module):
     # pragma: no mutate end
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(g, mu, logvar): the feature map T pairs with z (pooled when global) and p(z | x)'s parameters."""
+        """(g, mu, logvar): the feature T pairs with z (pooled or flattened when global), p(z | x)'s parameters."""
         h = self.encoder(x)
         if self.spatial:
             g = h
