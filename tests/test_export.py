@@ -125,3 +125,21 @@ def test_onnx_exports_a_spatial_detail_code(trained_run, tmp_path):
         assert (
             np.abs(p.anomaly_map - r.anomaly_map).max() > 1e-3 * np.abs(p.anomaly_map).max()
         )  # 10x the tolerance above
+
+
+@pytest.mark.parametrize("score", ["topk", "mean"])
+def test_onnx_exports_the_whole_image_scores(trained_run, tmp_path, score):
+    """``detect.score=topk`` (oneclass-fast's) and ``mean`` export and score as in PyTorch; topk's k is a constant
+    of the graph (tracing gave the map's size as a tensor, and the export failed on every one-class run)."""
+    run = tmp_path / score
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".utad-cache"))
+    ckpt = load_checkpoint(run)
+    ckpt["config"]["detect"].update(score=score, top_k=0.01)
+    save_checkpoint(run, ckpt)
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0
+    det, onx = Detector.load(run), OnnxDetector(tmp_path / "m.onnx")
+    x = _images(trained_run, n_bottle=2)[:4]
+    plain = Detector.load(trained_run).predict_tensor(x)
+    for p, q, r in zip(det.predict_tensor(x), onx.predict_tensor(x), plain, strict=True):
+        assert q.score == pytest.approx(p.score, rel=1e-4)
+        assert q.score != pytest.approx(r.score, rel=1e-3)  # not the run's own max score

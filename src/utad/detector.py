@@ -161,7 +161,8 @@ class MapDetector(nn.Module):
         if self.detect.score == "mean":
             return flat.mean(1)
         if self.detect.score == "topk":
-            k = max(1, round(self.detect.top_k * flat.shape[1]))
+            # int(): while ONNX export traces, the size is a tensor; k is a constant of the graph (fixed size)
+            k = max(1, round(self.detect.top_k * int(flat.shape[1])))
             return flat.topk(k, dim=1).values.mean(1)
         return flat.amax(1)
 
