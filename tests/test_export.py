@@ -36,6 +36,18 @@ def _images(trained_run, n_bottle=6):
     return torch.from_numpy(np.stack([load_image(f, size) for f in files]).transpose(0, 3, 1, 2).copy())
 
 
+def _exported_variant(trained_run, tmp_path, name, edit):
+    """The trained run copied to ``tmp_path/name`` with ``edit(checkpoint)`` applied, exported: (PyTorch detector,
+    ONNX detector, test images)."""
+    run = tmp_path / name
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".utad-cache"))
+    ckpt = load_checkpoint(run)
+    edit(ckpt)
+    save_checkpoint(run, ckpt)
+    assert main(["export", str(run), "--out", str(tmp_path / f"{name}.onnx")]) == 0
+    return Detector.load(run), OnnxDetector(tmp_path / f"{name}.onnx"), _images(trained_run, n_bottle=2)[:4]
+
+
 @pytest.mark.parametrize("batch", [1, 8])
 def test_onnx_matches_pytorch_on_scores_and_maps(trained_run, exported, batch):
     det, onx = Detector.load(trained_run), OnnxDetector(exported)
@@ -85,15 +97,9 @@ def test_export_refuses_to_clobber_and_bad_files_are_one_line(trained_run, expor
 def test_onnx_keeps_the_map_opening_and_smoothing(trained_run, tmp_path):
     """``detect.open_px`` (max pooling) and ``detect.map_sigma`` (a Gaussian on e) are part of the graph: the
     exported map is the opened, smoothed one."""
-    run = tmp_path / "opened"
-    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".utad-cache"))
-    ckpt = load_checkpoint(run)
-    ckpt["config"]["detect"]["open_px"] = 2
-    ckpt["config"]["detect"]["map_sigma"] = 4.0
-    save_checkpoint(run, ckpt)
-    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0
-    det, onx = Detector.load(run), OnnxDetector(tmp_path / "m.onnx")
-    x = _images(trained_run, n_bottle=2)[:4]
+    det, onx, x = _exported_variant(
+        trained_run, tmp_path, "opened", lambda c: c["config"]["detect"].update(open_px=2, map_sigma=4.0)
+    )
     plain = Detector.load(trained_run).predict_tensor(x)
     for p, q, r in zip(det.predict_tensor(x), onx.predict_tensor(x), plain, strict=True):
         assert q.score == pytest.approx(p.score, rel=1e-4)
@@ -131,14 +137,9 @@ def test_onnx_exports_a_spatial_detail_code(trained_run, tmp_path):
 def test_onnx_exports_the_whole_image_scores(trained_run, tmp_path, score):
     """``detect.score=topk`` (oneclass-fast's) and ``mean`` export and score as in PyTorch; topk's k is a constant
     of the graph (tracing gave the map's size as a tensor, and the export failed on every one-class run)."""
-    run = tmp_path / score
-    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".utad-cache"))
-    ckpt = load_checkpoint(run)
-    ckpt["config"]["detect"].update(score=score, top_k=0.01)
-    save_checkpoint(run, ckpt)
-    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0
-    det, onx = Detector.load(run), OnnxDetector(tmp_path / "m.onnx")
-    x = _images(trained_run, n_bottle=2)[:4]
+    det, onx, x = _exported_variant(
+        trained_run, tmp_path, score, lambda c: c["config"]["detect"].update(score=score, top_k=0.01)
+    )
     plain = Detector.load(trained_run).predict_tensor(x)
     for p, q, r in zip(det.predict_tensor(x), onx.predict_tensor(x), plain, strict=True):
         assert q.score == pytest.approx(p.score, rel=1e-4)
