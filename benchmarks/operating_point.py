@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from utad.data.bundle import build_data
 from utad.detector import Detector
-from utad.evaluate import _native_masks, evaluate, maps_and_masks
+from utad.evaluate import evaluate, maps_and_masks, read_native_masks
 from utad.io import write_json
 from utad.metrics import iou
 from utad.runs import overridden
@@ -47,7 +47,7 @@ def probe(run: Path, strength: float, quantiles=QUANTILES) -> dict:
     row: dict = {"run": str(run), "detect.quantile": cfg.detect.quantile, "alpha": cfg.detect.alpha}
     for split, data in (("synthetic", synthetic), ("test", build_data(cfg.data, cfg.seed, cache))):
         metrics, preds = evaluate(det, data, cfg.train.batch_size, False)
-        maps, masks, _ = maps_and_masks(preds, data, _native_masks(data))
+        maps, masks, _ = maps_and_masks(preds, data, read_native_masks(data))
         row[split] = {
             "reported_iou": metrics["iou"],
             "by_quantile": {

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 
 from utad.data.bundle import ONE_CLASS, build_data
 from utad.detector import Detector, gaussian_kernel
-from utad.evaluate import _native_masks
+from utad.evaluate import read_native_masks
 from utad.io import write_json
 from utad.metrics import aupro, image_auroc, iou, pixel_auroc
 from utad.runs import overridden, with_measurement
@@ -97,7 +97,7 @@ def main() -> None:
     choice = build_data(overridden(cfg, where).data, cfg.seed, cache)
     val, _, _ = raw_maps(det, data.val)
     splits = {"test": raw_maps(det, data.test), "choice": raw_maps(det, choice.test)}
-    native = None if one_class else _native_masks(data)
+    native = None if one_class else read_native_masks(data)
     out = {"run": a.run, "set": a.set, "strength": a.strength, "stat_sigma": a.stat_sigma, "variants": {}}
     for name, f in variants(raw_maps(det, data.train)[0], det, a.stat_sigma).items():
         q = float(np.quantile(f(val).flatten().numpy().astype(np.float64), cfg.detect.quantile))

@@ -257,7 +257,7 @@ def test_defect_fidelity_from_the_native_masks_equals_reading_them_again(trained
     det = Detector.load(trained_run, "cpu")
     data = build_data(det.config.data, det.config.seed, trained_run.parent / ".utad-cache")
     preds = run_detector(det, data.test, progress=False)
-    native = evaluate._native_masks(data)
+    native = evaluate.read_native_masks(data)
     assert native is not None
     read = evaluate.defect_fidelity(det, preds, data)
     given = evaluate.defect_fidelity(det, preds, data, native_masks=native[0])

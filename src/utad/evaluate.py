@@ -93,7 +93,7 @@ def defect_fidelity(
     return meter.result()
 
 
-def _native_masks(data: DataBundle) -> tuple[np.ndarray, tuple[int, int]] | None:
+def read_native_masks(data: DataBundle) -> tuple[np.ndarray, tuple[int, int]] | None:
     """Masks at native resolution (N, H, W) when all test images share one size, else None."""
     samples = data.test_samples
     if not samples:
@@ -120,7 +120,7 @@ def maps_and_masks(
     preds: list[Prediction], data: DataBundle, native: tuple[np.ndarray, tuple[int, int]] | None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """The normalised maps (N, H, W) and ground-truth masks the pixel metrics score, and at which resolution:
-    the masks' native one (``native``, from ``_native_masks``; maps upsampled bilinearly) where every test image
+    the masks' native one (``native``, from ``read_native_masks``; maps upsampled bilinearly) where every test image
     has one size, else the model's (the dataset's resized masks)."""
     maps = torch.from_numpy(np.stack([p.anomaly_map for p in preds]))[:, None]
     if native is None:
@@ -161,7 +161,7 @@ def evaluate(
         "fidelity": normal_fidelity(det, preds, labels, batch_size),
     }
     if data.has_masks:
-        native = _native_masks(data)
+        native = read_native_masks(data)
         maps_np, masks, metrics["eval_resolution"] = maps_and_masks(preds, data, native)
         metrics["pixel_auroc"] = pixel_auroc(maps_np, masks)
         metrics["aupro"] = aupro(maps_np, masks)

@@ -74,10 +74,9 @@ def detail_drift_warning(rows: list[dict[str, float]]) -> str | None:
     )
 
 
-RISING_WINDOW, RISING_BY = (
-    5,
-    0.02,
-)  # mean validation gain of the last 5 stage-2 epochs above the 5 before by 0.02
+# still_rising_hint: the mean validation gain of the last 5 stage-2 epochs above the 5 before by 0.02
+RISING_WINDOW = 5
+RISING_BY = 0.02
 
 
 def still_rising_hint(rows: list[dict[str, float]], run: str, schedule: str = "constant") -> str | None:
