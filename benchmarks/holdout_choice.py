@@ -24,8 +24,13 @@ from utad.io import write_json
 AS_TRAINED = "utad"
 
 
-def choose(cells: list[dict]) -> list[dict]:
-    """One row per dataset with every measurement measured on both sets: the held-out choice and its test AUROC."""
+def choose(cells: list[dict], variants: list[str] | None = None) -> list[dict]:
+    """One row per dataset with every measurement measured on both sets: the held-out choice and its test AUROC.
+
+    ``variants`` limits the candidates to those measurements, the first being the run as trained (default: every
+    measurement of the grid, ``utad`` as trained).
+    """
+    as_trained = variants[0] if variants else AS_TRAINED
     by_id = {c["id"]: c for c in cells if c.get("status") == "done"}
     rows = []
     for dataset in dict.fromkeys(c["dataset"] for c in cells):
@@ -34,12 +39,14 @@ def choose(cells: list[dict]) -> list[dict]:
             if c["dataset"] != dataset or c["id"] not in by_id:
                 continue
             name, sep, _ = c["variant"].partition("-holdout")
+            if variants and name not in variants:
+                continue
             if sep and f"{dataset}/{name}" in by_id:
                 held[name] = c["image_auroc"]
                 test[name] = by_id[f"{dataset}/{name}"]["image_auroc"]
-        if AS_TRAINED not in held or len(held) < 2:
+        if as_trained not in held or len(held) < 2:
             continue
-        ranked = sorted(held, key=lambda n: (-held[n], n != AS_TRAINED))  # ties: the run as trained
+        ranked = sorted(held, key=lambda n: (-held[n], n != as_trained))  # ties: the run as trained
         chosen = ranked[0]
         rows.append(
             {
@@ -47,7 +54,7 @@ def choose(cells: list[dict]) -> list[dict]:
                 "holdout": held,
                 "test": test,
                 "chosen": chosen,
-                "as_trained_test": test[AS_TRAINED],
+                "as_trained_test": test[as_trained],
                 "chosen_test": test[chosen],
             }
         )
@@ -71,8 +78,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results", help="the grid's results JSON (utad benchmark ... --publish)")
     ap.add_argument("--json", help="write the rows and means here")
+    ap.add_argument("--variants", help="measurements to choose from, comma-separated, as trained first")
     args = ap.parse_args()
-    rows = choose(json.loads(Path(args.results).read_text())["cells"])
+    variants = args.variants.split(",") if args.variants else None
+    rows = choose(json.loads(Path(args.results).read_text())["cells"], variants)
     print("class            held-out AUROC per measurement      chosen     test: as trained -> chosen")
     for r in rows:
         held = "  ".join(f"{k} {v:.3f}" for k, v in r["holdout"].items())
@@ -85,7 +94,8 @@ def main() -> None:
             f"{family}: {m['classes']} classes, mean test AUROC {m['as_trained_test']:.3f} -> {m['chosen_test']:.3f}"
         )
     if args.json:
-        note = f"python benchmarks/holdout_choice.py {args.results} --json {args.json}"
+        only = f" --variants {args.variants}" if args.variants else ""
+        note = f"python benchmarks/holdout_choice.py {args.results}{only} --json {args.json}"
         write_json(
             args.json,
             {"note": note, "rule": "the highest held-out image AUROC", "rows": rows, "means": summary},

@@ -54,3 +54,20 @@ def test_each_class_takes_the_measurement_best_on_held_out_images_and_reports_it
             "chosen_test": pytest.approx(0.835),
         }
     }
+
+
+def test_variants_limit_the_choice_to_one_trained_family_whose_first_member_is_the_run_as_trained():
+    cells = [
+        cell("mnist-2", "kl1e-2", 0.80),
+        cell("mnist-2", "kl1e-2-holdout", 0.99),
+        cell("mnist-2", "kl1e-2-l3-holdout", 0.99),
+        cell("mnist-2", "kl1e-2-l3", 0.81),
+        cell("mnist-2", "flat", 0.94),
+        cell("mnist-2", "flat-holdout", 0.93),
+        cell("mnist-2", "flat-l3-holdout", 0.96),
+        cell("mnist-2", "flat-l3", 0.97),
+    ]
+    (row,) = choose(cells, ["flat", "flat-l3"])
+    assert row["holdout"] == {"flat": 0.93, "flat-l3": 0.96}
+    assert row["chosen"] == "flat-l3" and row["chosen_test"] == 0.97 and row["as_trained_test"] == 0.94
+    assert choose(cells, ["flat-l3", "flat"])[0]["as_trained_test"] == 0.97
