@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utad.nets.blocks import AdaINResBlock, ConvBlock, InceptionBlock, ResBlock, adain
+from utad.nets.blocks import AdaINResBlock, ConvBlock, InceptionBlock, ResBlock, SameMaxPool3, adain
 from utad.nets.expert_net import DetailExtractor, ExpertNet
 from utad.nets.ie_net import IENet
 
@@ -106,6 +106,24 @@ def test_adain_matches_eq7_by_hand():
     out = adain(k, torch.tensor([[2.0]]), torch.tensor([[1.0]]), eps=0.0)
     expected = 2.0 * (k - 4.0) / 5.0**0.5 + 1.0
     assert torch.allclose(out, expected)
+
+
+def test_same_max_pool3_is_maxpool2d_with_and_without_autograd():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 9, 7)
+    x[:, :, 2:6, 1:5] = 0.25  # ties: a flat region, as in a digit's background
+    x[0, 0, 0, 0] = float("nan")
+    reference = torch.nn.MaxPool2d(3, stride=1, padding=1)
+    with torch.no_grad():
+        fast = SameMaxPool3()(x)
+    assert fast.shape == x.shape
+    assert torch.equal(fast.isnan(), reference(x).isnan()) and fast.isnan().sum() == 4
+    assert torch.equal(fast.nan_to_num(), reference(x).nan_to_num())
+    x = x.nan_to_num().requires_grad_()
+    grad = torch.randn(2, 5, 9, 7)
+    (mine,) = torch.autograd.grad(SameMaxPool3()(x), x, grad)
+    (theirs,) = torch.autograd.grad(reference(x), x, grad)
+    assert torch.equal(mine, theirs)
 
 
 def test_blocks_shapes_and_grads():
