@@ -4,6 +4,12 @@ Both give the identical tensor (checked here); ms per call, best of five, at the
 64 and 128 px (batch 32), one thread unless ``--threads``; writes JSON:
 
     python benchmarks/bench_pool.py --json benchmarks/results/pool-speed.json
+
+``--pipeline``: the whole eager pipeline instead (``benchmarks/infer_speed.py``'s ``cpu-fast`` detector, ms per
+image, median of three), with the inception blocks' pooling as ``nn.MaxPool2d`` and as ``SameMaxPool3``,
+alternated twice:
+
+    python benchmarks/bench_pool.py --pipeline --threads 2 --json benchmarks/results/pool-speed-pipeline.json
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import argparse
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from utad.io import write_json
@@ -30,12 +37,45 @@ def best_ms(fn, x: torch.Tensor, repeats: int = 5) -> float:
     return 1000 * min(times)
 
 
+def pipeline_rows() -> list[dict]:
+    """Eager ms per image of the whole detector with either pooling, alternated: A, B, A, B."""
+    from infer_speed import detector, measure  # benchmarks/ is on sys.path when this file runs as a script
+
+    fast = SameMaxPool3.forward
+
+    def operator(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, 3, stride=1, padding=1)
+
+    rows = []
+    for size, batch in ((64, 8), (128, 8), (256, 1), (256, 8)):
+        det, x = detector(size), torch.rand(batch, 3, size, size)
+        times: dict[str, list[float]] = {"maxpool2d_ms": [], "same_max_pool3_ms": []}
+        try:
+            for _ in range(2):
+                for key, forward in (("maxpool2d_ms", operator), ("same_max_pool3_ms", fast)):
+                    SameMaxPool3.forward = forward
+                    times[key].append(measure(lambda t, d=det: torch.no_grad()(d)(t), x, 3))
+        finally:
+            SameMaxPool3.forward = fast
+        rows.append({"size": size, "batch": batch, **times})
+        print(rows[-1])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", help="write the timings here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pipeline", action="store_true", help="time the whole eager detector instead")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.pipeline:
+        if args.json:
+            note = f"python benchmarks/bench_pool.py --pipeline --threads {args.threads}"
+            write_json(args.json, {"note": note, "torch": torch.__version__, "rows": pipeline_rows()})
+        else:
+            pipeline_rows()
+        return
     torch.manual_seed(0)
     pool, fast = nn.MaxPool2d(3, stride=1, padding=1), SameMaxPool3()
     rows = []
