@@ -19,6 +19,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from infer_speed import detector, measure  # benchmarks/ is on sys.path when this file runs as a script
 from torch import nn
 
 from utad.io import write_json
@@ -39,8 +40,6 @@ def best_ms(fn, x: torch.Tensor, repeats: int = 5) -> float:
 
 def pipeline_rows() -> list[dict]:
     """Eager ms per image of the whole detector with either pooling, alternated: A, B, A, B."""
-    from infer_speed import detector, measure  # benchmarks/ is on sys.path when this file runs as a script
-
     fast = SameMaxPool3.forward
 
     def operator(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,20 +61,8 @@ def pipeline_rows() -> list[dict]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--json", help="write the timings here")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pipeline", action="store_true", help="time the whole eager detector instead")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.pipeline:
-        if args.json:
-            note = f"python benchmarks/bench_pool.py --pipeline --threads {args.threads}"
-            write_json(args.json, {"note": note, "torch": torch.__version__, "rows": pipeline_rows()})
-        else:
-            pipeline_rows()
-        return
+def operator_rows() -> list[dict]:
+    """ms per call of the pooling alone, both ways, at IE-Net's feature-map sizes; and whether they agree."""
     torch.manual_seed(0)
     pool, fast = nn.MaxPool2d(3, stride=1, padding=1), SameMaxPool3()
     rows = []
@@ -93,11 +80,24 @@ def main() -> None:
             print(
                 f"{shape}: {row['maxpool2d_ms']:.1f} -> {row['same_max_pool3_ms']:.1f} ms, identical {row['identical']}"
             )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", help="write the timings here")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pipeline", action="store_true", help="time the whole eager detector instead")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = pipeline_rows() if args.pipeline else operator_rows()
     if args.json:
-        note = "python benchmarks/bench_pool.py" + (f" --threads {args.threads}" if args.threads != 1 else "")
-        write_json(
-            args.json, {"note": note, "torch": torch.__version__, "threads": args.threads, "rows": rows}
-        )
+        note = "python benchmarks/bench_pool.py" + (" --pipeline" if args.pipeline else "")
+        note += f" --threads {args.threads}" if args.pipeline or args.threads != 1 else ""
+        payload = {"note": note, "torch": torch.__version__, "rows": rows}
+        if not args.pipeline:
+            payload["threads"] = args.threads
+        write_json(args.json, payload)
 
 
 if __name__ == "__main__":
