@@ -8,6 +8,13 @@ split takes no part in the choice:
 
     python benchmarks/holdout_choice.py benchmarks/results/oneclass-measure.json \
         --json benchmarks/results/oneclass-measure-choice.json
+
+Several result files, each ``FILE:variant,variant``, pool their candidates: e.g. Table 2's v4 runs and the runs
+with IE-Net's flattened code, so each class takes a trained family and a measurement on held-out images. The
+first variant named is the run as trained; a variant name found in two files is an error:
+
+    python benchmarks/holdout_choice.py benchmarks/results/oneclass-measure.json:utad,layer-3 \
+        benchmarks/results/oneclass-flat.json:flat,flat-l3 --json benchmarks/results/table2-v5-choice.json
 """
 
 from __future__ import annotations
@@ -61,6 +68,33 @@ def choose(cells: list[dict], variants: list[str] | None = None) -> list[dict]:
     return rows
 
 
+def pooled_cells(specs: list[str]) -> tuple[list[dict], list[str] | None]:
+    """The cells of every ``FILE[:variant,...]`` spec (with their held-out twins) and the variants named, in order.
+
+    Without any ``:variants`` the one file's every measurement is a candidate (``None``).
+    """
+    cells: list[dict] = []
+    variants: list[str] = []
+    owner: dict[str, str] = {}
+    for spec in specs:
+        path, _, names = spec.partition(":")
+        if len(specs) > 1 and not names:
+            raise SystemExit(f"{spec}: with several result files, name each one's variants (FILE:a,b)")
+        try:
+            file_cells = json.loads(Path(path).read_text())["cells"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"{path}: not a benchmark results file ({exc})") from exc
+        wanted = names.split(",") if names else []
+        for name in wanted:
+            if name in owner:
+                raise SystemExit(f"variant {name!r} is in {owner[name]} and {path}: rename one")
+            owner[name] = path
+        variants += wanted
+        keep = {*wanted, *(f"{n}-holdout" for n in wanted)}
+        cells += [c for c in file_cells if not wanted or c["variant"] in keep]
+    return cells, variants or None
+
+
 def means(rows: list[dict]) -> dict[str, dict]:
     """Per dataset family (``mnist-3`` -> ``mnist``): classes, mean test AUROC as trained and chosen."""
     out: dict[str, dict] = {}
@@ -76,17 +110,27 @@ def means(rows: list[dict]) -> dict[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("results", help="the grid's results JSON (utad benchmark ... --publish)")
+    ap.add_argument(
+        "results",
+        nargs="+",
+        help="the grid's results JSON (utad benchmark ... --publish), or several as FILE:a,b",
+    )
     ap.add_argument("--json", help="write the rows and means here")
     ap.add_argument("--variants", help="measurements to choose from, comma-separated, as trained first")
     args = ap.parse_args()
-    variants = args.variants.split(",") if args.variants else None
-    rows = choose(json.loads(Path(args.results).read_text())["cells"], variants)
-    print("class            held-out AUROC per measurement      chosen     test: as trained -> chosen")
-    for r in rows:
-        held = "  ".join(f"{k} {v:.3f}" for k, v in r["holdout"].items())
+    if args.variants and len(args.results) > 1:
+        raise SystemExit("--variants is for one results file; with several, name each one's as FILE:a,b")
+    specs = [f"{args.results[0]}:{args.variants}"] if args.variants else args.results
+    cells, variants = pooled_cells(specs)
+    rows = choose(cells, variants)
+    helds = ["  ".join(f"{k} {v:.3f}" for k, v in r["holdout"].items()) for r in rows]
+    width = max(map(len, helds), default=0)
+    print(
+        f"{'class':16s} {'held-out AUROC per measurement':{width}s} {'chosen':10s} test: as trained -> chosen"
+    )
+    for r, held in zip(rows, helds):
         print(
-            f"{r['dataset']:16s} {held:36s} {r['chosen']:10s} {r['as_trained_test']:.3f} -> {r['chosen_test']:.3f}"
+            f"{r['dataset']:16s} {held:{width}s} {r['chosen']:10s} {r['as_trained_test']:.3f} -> {r['chosen_test']:.3f}"
         )
     summary = means(rows)
     for family, m in summary.items():
@@ -95,7 +139,7 @@ def main() -> None:
         )
     if args.json:
         only = f" --variants {args.variants}" if args.variants else ""
-        note = f"python benchmarks/holdout_choice.py {args.results}{only} --json {args.json}"
+        note = f"python benchmarks/holdout_choice.py {' '.join(args.results)}{only} --json {args.json}"
         write_json(
             args.json,
             {"note": note, "rule": "the highest held-out image AUROC", "rows": rows, "means": summary},

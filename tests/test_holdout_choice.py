@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from holdout_choice import choose, means
+from holdout_choice import choose, means, pooled_cells
 
 
 def cell(dataset: str, variant: str, auroc: float, status: str = "done") -> dict:
@@ -71,3 +72,36 @@ def test_variants_limit_the_choice_to_one_trained_family_whose_first_member_is_t
     assert row["holdout"] == {"flat": 0.93, "flat-l3": 0.96}
     assert row["chosen"] == "flat-l3" and row["chosen_test"] == 0.97 and row["as_trained_test"] == 0.94
     assert choose(cells, ["flat-l3", "flat"])[0]["as_trained_test"] == 0.97
+
+
+def test_several_result_files_pool_their_named_families_and_refuse_a_variant_named_twice(tmp_path):
+    v4 = tmp_path / "v4.json"
+    flat = tmp_path / "flat.json"
+    v4.write_text(
+        json.dumps(
+            {
+                "cells": [
+                    cell("mnist-2", "utad", 0.87),
+                    cell("mnist-2", "utad-holdout", 0.86),
+                    cell("mnist-2", "layer-3-holdout", 0.93),
+                    cell("mnist-2", "layer-3", 0.94),
+                    cell("mnist-2", "other-holdout", 0.99),  # not named: no candidate
+                    cell("mnist-2", "other", 0.50),
+                ]
+            }
+        )
+    )
+    flat.write_text(
+        json.dumps({"cells": [cell("mnist-2", "flat", 0.97), cell("mnist-2", "flat-holdout", 0.95)]})
+    )
+    cells, variants = pooled_cells([f"{v4}:utad,layer-3", f"{flat}:flat"])
+    assert variants == ["utad", "layer-3", "flat"]
+    (row,) = choose(cells, variants)
+    assert row["holdout"] == {"utad": 0.86, "layer-3": 0.93, "flat": 0.95}
+    assert row["chosen"] == "flat" and row["chosen_test"] == 0.97 and row["as_trained_test"] == 0.87
+    with pytest.raises(SystemExit, match="'utad' is in .*v4.json and .*v4.json"):
+        pooled_cells([f"{v4}:utad", f"{v4}:utad"])
+    with pytest.raises(SystemExit, match="name each one's variants"):
+        pooled_cells([str(v4), f"{flat}:flat"])
+    with pytest.raises(SystemExit, match="missing.json: not a benchmark results file"):
+        pooled_cells([f"{tmp_path / 'missing.json'}:utad"])
