@@ -11,7 +11,7 @@ split takes no part in the choice:
 
 Several result files, each ``FILE:variant,variant``, pool their candidates: e.g. Table 2's v4 runs and the runs
 with IE-Net's flattened code, so each class takes a trained family and a measurement on held-out images. The
-first variant named is the run as trained; a variant name found in two files is an error:
+first variant named is the run as trained; a finished cell found in two files is an error:
 
     python benchmarks/holdout_choice.py benchmarks/results/oneclass-measure.json:utad,layer-3 \
         benchmarks/results/oneclass-flat.json:flat,flat-l3 --json benchmarks/results/table2-v5-choice.json
@@ -69,9 +69,11 @@ def choose(cells: list[dict], variants: list[str] | None = None) -> list[dict]:
 
 
 def pooled_cells(specs: list[str]) -> tuple[list[dict], list[str] | None]:
-    """The cells of every ``FILE[:variant,...]`` spec (with their held-out twins) and the variants named, in order.
+    """The finished cells of every ``FILE[:variant,...]`` spec (with their held-out twins) and the variants named.
 
-    Without any ``:variants`` the one file's every measurement is a candidate (``None``).
+    Without any ``:variants`` the one file's every measurement is a candidate (``None``). Two files may name the
+    same variant for different datasets (e.g. ``flat`` on MNIST in one grid, on CIFAR-10 in another); a finished
+    cell found in two files is an error.
     """
     cells: list[dict] = []
     variants: list[str] = []
@@ -85,13 +87,15 @@ def pooled_cells(specs: list[str]) -> tuple[list[dict], list[str] | None]:
         except (OSError, ValueError, KeyError) as exc:
             raise SystemExit(f"{path}: not a benchmark results file ({exc})") from exc
         wanted = names.split(",") if names else []
-        for name in wanted:
-            if name in owner:
-                raise SystemExit(f"variant {name!r} is in {owner[name]} and {path}: rename one")
-            owner[name] = path
-        variants += wanted
         keep = {*wanted, *(f"{n}-holdout" for n in wanted)}
-        cells += [c for c in file_cells if not wanted or c["variant"] in keep]
+        for c in file_cells:
+            if c.get("status") != "done" or (wanted and c["variant"] not in keep):
+                continue
+            if c["id"] in owner:
+                raise SystemExit(f"cell {c['id']} is in {owner[c['id']]} and {path}: name it in one only")
+            owner[c["id"]] = path
+            cells.append(c)
+        variants += [n for n in wanted if n not in variants]
     return cells, variants or None
 
 

@@ -74,7 +74,7 @@ def test_variants_limit_the_choice_to_one_trained_family_whose_first_member_is_t
     assert choose(cells, ["flat-l3", "flat"])[0]["as_trained_test"] == 0.97
 
 
-def test_several_result_files_pool_their_named_families_and_refuse_a_variant_named_twice(tmp_path):
+def test_several_result_files_pool_their_named_families_and_refuse_a_cell_found_twice(tmp_path):
     v4 = tmp_path / "v4.json"
     flat = tmp_path / "flat.json"
     v4.write_text(
@@ -99,8 +99,15 @@ def test_several_result_files_pool_their_named_families_and_refuse_a_variant_nam
     (row,) = choose(cells, variants)
     assert row["holdout"] == {"utad": 0.86, "layer-3": 0.93, "flat": 0.95}
     assert row["chosen"] == "flat" and row["chosen_test"] == 0.97 and row["as_trained_test"] == 0.87
-    with pytest.raises(SystemExit, match="'utad' is in .*v4.json and .*v4.json"):
+    with pytest.raises(SystemExit, match="cell mnist-2/utad is in .*v4.json and .*v4.json"):
         pooled_cells([f"{v4}:utad", f"{v4}:utad"])
+    # the same variant name for another dataset in another file is a candidate there
+    cifar = tmp_path / "cifar.json"
+    cifar.write_text(
+        json.dumps({"cells": [cell("cifar10-0", "flat", 0.5), cell("cifar10-0", "flat-holdout", 0.6)]})
+    )
+    cells, variants = pooled_cells([f"{v4}:utad", f"{flat}:flat", f"{cifar}:flat"])
+    assert variants == ["utad", "flat"] and {c["dataset"] for c in cells} == {"mnist-2", "cifar10-0"}
     with pytest.raises(SystemExit, match="name each one's variants"):
         pooled_cells([str(v4), f"{flat}:flat"])
     with pytest.raises(SystemExit, match="missing.json: not a benchmark results file"):
