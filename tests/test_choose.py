@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 
 import numpy as np
@@ -82,7 +83,7 @@ def test_candidates_are_parsed_and_bad_ones_named():
 
 
 def test_choose_between_runs_trained_alike_and_refuse_runs_with_other_validation_images(
-    trained_run, repeat_run, tmp_path
+    trained_run, repeat_run, tmp_path, capsys
 ):
     """Two runs of the same data and seed (here the same command twice) share their synthetic defects, so the
     choice spans both: the best (run, measurement) of all rows; a run with another seed is refused by name."""
@@ -96,6 +97,16 @@ def test_choose_between_runs_trained_alike_and_refuse_runs_with_other_validation
     ]
     best = max(rows, key=lambda r: r["score"])
     assert (choice["chosen_run"], choice["chosen"]) == (best["run"], best["name"])
+    # the command lists every (run, measurement), the measurement names in one column whatever the runs' paths
+    longer = tmp_path / "a-longer-folder-name"
+    shutil.copytree(repeat_run, longer)
+    out = tmp_path / "cli"
+    cli = ["choose", str(trained_run), str(longer), "--out", str(out), "--quiet", "--keep-score"]
+    assert main([*cli, "--candidate", "deep:pm.layers=[conv3_4]"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line[:2] in ("* ", "  ")]
+    assert len(listed) == 4 and sum(line.startswith("* ") for line in listed) == 1
+    columns = {re.search(r" (as-trained|deep) ", line).start() for line in listed}
+    assert len(columns) == 1
     other = tmp_path / "other-seed"
     shutil.copytree(trained_run, other)
     ckpt = load_checkpoint(other)
