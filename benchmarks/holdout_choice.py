@@ -1,8 +1,8 @@
-"""Table 2 with the measurement chosen per class on held-out training images, read from ``oneclass-measure``.
+"""Table 2 with the measurement (or the trained run) chosen per class on held-out training images.
 
-The grid ``benchmarks/grids/oneclass-measure.yaml`` measures each trained one-class cell twice per measurement:
-on held-out training images (variants ``<m>-holdout``; ``utad-holdout`` is the run as trained) and on the test
-split (``<m>``; ``utad``). Per class this picks the measurement with the highest held-out image AUROC (ties: the
+Read from one grid's results, e.g. ``benchmarks/grids/oneclass-measure.yaml``, which measures each trained
+one-class cell twice per measurement: on held-out training images (variants ``<m>-holdout``; ``utad-holdout`` is
+the run as trained) and on the test split (``<m>``; ``utad``). Per class this picks the measurement with the highest held-out image AUROC (ties: the
 run as trained) and reports its test AUROC, next to the run as trained, with the mean per dataset. The test
 split takes no part in the choice:
 
