@@ -93,11 +93,10 @@ def main() -> None:
     rows = pipeline_rows() if args.pipeline else operator_rows()
     if args.json:
         note = "python benchmarks/bench_pool.py" + (" --pipeline" if args.pipeline else "")
-        note += f" --threads {args.threads}" if args.pipeline or args.threads != 1 else ""
-        payload = {"note": note, "torch": torch.__version__, "rows": rows}
-        if not args.pipeline:
-            payload["threads"] = args.threads
-        write_json(args.json, payload)
+        note += f" --threads {args.threads}" if args.threads != 1 else ""
+        write_json(
+            args.json, {"note": note, "torch": torch.__version__, "threads": args.threads, "rows": rows}
+        )
 
 
 if __name__ == "__main__":

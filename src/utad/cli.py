@@ -146,10 +146,10 @@ def _cmd_choose(args: argparse.Namespace) -> int:
         score_candidates={} if args.keep_score else None,
     )
     print(f"measurements on {choice['evaluated_on']}:")
-    run_width = max(len(str(r)) for r in choice["runs"]) + 2  # "RUN: " padded so the columns line up
+    run_width = max(map(len, choice["runs"])) + 2  # "RUN: " padded so the columns line up
     for r in choice["candidates"]:
         mark = "*" if (r["run"], r["name"]) == (choice["chosen_run"], choice["chosen"]) else " "
-        where = f"{str(r['run']) + ':':<{run_width}}" if len(choice["runs"]) > 1 else ""
+        where = f"{r['run'] + ':':<{run_width}}" if len(choice["runs"]) > 1 else ""
         shown = (
             ("image AUROC", "image_auroc"),
             ("pixel AUROC", "pixel_auroc"),
