@@ -1,6 +1,7 @@
 """utad benchmark: a tiny grid end to end (demo data and a one-class slice of MNIST), resuming, refusing
 changed cells, and the table writer against fixed expected Markdown."""
 
+import csv
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from filelock import FileLock
 from conftest import MNIST
 from utad import benchmark
 from utad.cli import main
+from utad.data.oneclass import load_mnist_like
 from utad.errors import UtadError
 from utad.tables import render
 
@@ -94,6 +96,10 @@ def test_tiny_grid_writes_every_cell_and_the_tables(finished, capsys):
     assert demo["image_score"] == "maximum of the smoothed map"  # the demo cell's config: detect.score=max
     assert demo["backbone"] in ("efficientnet-lite0", "vgg19")
     assert results["cells"][2]["pixel_auroc"] is None  # MNIST: image level only
+    rows = list(csv.DictReader((out / "mnist-1" / "utad" / "run" / "test_scores.csv").open()))
+    _, y_test = load_mnist_like(MNIST, "test")  # each row names its image's index in MNIST's test split
+    at = [int(r["path"].removeprefix("mnist-test:")) for r in rows]
+    assert len(rows) == 60 and [int(r["label"]) for r in rows] == (y_test[at] != 1).astype(int).tolist()
     assert results["cells"][1]["test_set"] == ["pm.distance=pixel", "pm.terms=[x_xhat]"]
     md = (out / "tiny.md").read_text()
     assert "| demo | utad |" in md and "| mnist-1 | utad-pixel |" in md and "image_auroc 0.900 (" in md

@@ -40,6 +40,21 @@ def test_test_command_writes_metrics(trained_run, capsys):
     assert m["eval_resolution"] == "64x64 (native)"
     assert (trained_run / "report.png").stat().st_size > 10_000
     assert "image_auroc" in capsys.readouterr().out
+    rows = list(csv.DictReader((trained_run / "test_scores.csv").open()))
+    assert len(rows) == m["n_test"] and sum(int(r["label"]) for r in rows) == m["n_anomalous"]
+    assert {r["kind"] for r in rows if r["label"] == "0"} == {"good"}
+    assert all(r["kind"] != "good" for r in rows if r["label"] == "1")
+    assert all(r["path"].endswith(".png") and 0 <= float(r["score"]) for r in rows)
+    alpha = m["alpha"]
+    assert all(
+        int(r["anomalous"]) == (float(r["score"]) > alpha)
+        for r in rows
+        if abs(float(r["score"]) - alpha) > 1e-5
+    )
+    from sklearn.metrics import roc_auc_score
+
+    auroc = roc_auc_score([int(r["label"]) for r in rows], [float(r["score"]) for r in rows])
+    assert auroc == pytest.approx(m["image_auroc"], abs=1e-4)  # the same scores the metric was computed on
 
 
 def test_test_with_other_measurement(trained_run, tmp_path, capsys):

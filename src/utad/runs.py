@@ -178,6 +178,7 @@ def _test_run(
         ]
     metrics["per_defect_type"] = per_defect_type(preds, kinds, all_gts, cfg.detect.alpha)
     write_json(out / "metrics.json", metrics)
+    write_test_scores(out / "test_scores.csv", preds, np.asarray(labels), kinds)
     if preds[0].impression is not None:
         save_fidelity_panel([preds[i] for i in chosen], out / "fidelity.png")
     if any(stage != "fit" and rows for stage, rows in ckpt["history"].items()):
@@ -185,6 +186,32 @@ def _test_run(
     if report:
         write_html_report(out, metrics, preds, np.asarray(labels), kinds, all_gts, dump_yaml(cfg))
     return metrics
+
+
+TEST_SCORE_FIELDS = ["path", "label", "kind", "score", "anomalous", "anomalous_pixels"]
+
+
+def write_test_scores(path: Path, preds: list, labels: np.ndarray, kinds: list[str]) -> None:
+    """One row per evaluated image, atomically: its path (a file, or ``<split>:<index>`` for in-memory data),
+    label (1 = anomalous), kind ("good", the defect type or the foreign class), image score, whether the score
+    is above alpha, and the number of pixels above alpha; ``predict``'s columns plus the ground truth."""
+
+    def write(f) -> None:
+        writer = csv.DictWriter(f, fieldnames=TEST_SCORE_FIELDS)
+        writer.writeheader()
+        for pred, label, kind in zip(preds, labels, kinds, strict=True):
+            writer.writerow(
+                {
+                    "path": pred.path,
+                    "label": int(label),
+                    "kind": kind,
+                    "score": f"{pred.score:.6f}",
+                    "anomalous": int(pred.is_anomaly),
+                    "anomalous_pixels": int(pred.mask.sum()),
+                }
+            )
+
+    atomic_write(path, write, mode="w")
 
 
 def train_seconds(history: dict[str, list[dict]]) -> float:

@@ -151,6 +151,26 @@ def test_holdout_evaluates_on_training_images_the_run_never_sees(dataset, root):
     assert all(a.tobytes() in pool for a in held.test[:20])  # from the training split, not the test split
 
 
+@pytest.mark.parametrize("dataset, root", [("mnist", MNIST), ("cifar10", CIFAR)])
+@pytest.mark.parametrize("evaluate_on", ["test", "holdout"])
+def test_evaluation_images_name_their_index_in_the_source_split(dataset, root, evaluate_on):
+    """``test_index`` (and the dataset item's path built from it) points at the very image in the split it was
+    taken from: the test split, or the training split for the held-out set; so a score in test_scores.csv can be
+    traced back to its image."""
+    data = load_one_class(dataset, root, 4, limit_test=50, limit_train=300, seed=3, evaluate_on=evaluate_on)
+    split = "train" if evaluate_on == "holdout" else "test"
+    x, y = load_mnist_like(root, split) if dataset == "mnist" else load_cifar10(root, split)
+    assert len(data.test_index) == len(data.test) == 50
+    assert np.array_equal(x[data.test_index], data.test) and np.array_equal(
+        y[data.test_index], data.test_classes
+    )
+    ds = ArrayDataset(data.test, data.test_labels, 32, name=f"{dataset}-{evaluate_on}", index=data.test_index)
+    assert ds[7]["path"] == f"{dataset}-{evaluate_on}:{data.test_index[7]}" and data.test_index[7] != 7
+    assert ArrayDataset(data.test, data.test_labels, 32, name="a")[7]["path"] == "a:7"
+    with pytest.raises(ValueError, match="50 images but 3 indices"):
+        ArrayDataset(data.test, data.test_labels, 32, index=data.test_index[:3])
+
+
 def test_holdout_needs_a_training_subset():
     with pytest.raises(DataError, match="set data.limit_train below"):
         load_one_class("mnist", MNIST, 1, limit_test=100, evaluate_on="holdout")

@@ -80,7 +80,10 @@ def build_data(cfg: DataConfig, seed: int, cache: Path) -> DataBundle:
             name=f"{cfg.source}-class{cfg.normal_class}",
             train=ArrayDataset(data.train[tr_idx], zeros[tr_idx], size, ch, f"{cfg.source}-train"),
             val=ArrayDataset(data.train[val_idx], zeros[val_idx], size, ch, f"{cfg.source}-val"),
-            test=ArrayDataset(data.test, data.test_labels, size, ch, f"{cfg.source}-{cfg.evaluate_on}"),
+            # path "mnist-test:1234": index 1234 of the test split; "mnist-holdout:…" indexes the training split
+            test=ArrayDataset(
+                data.test, data.test_labels, size, ch, f"{cfg.source}-{cfg.evaluate_on}", data.test_index
+            ),
             has_masks=False,
             test_samples=None,
             test_kinds=[

@@ -2,7 +2,8 @@
 
 Every item is a dict: ``image`` float tensor (C, H, W) in [0, 1], ``mask`` bool tensor (1, H, W) (all False
 for normal images and when no mask is known), ``label`` int (1 = anomaly) and ``path`` (a file path or an
-``array:<index>`` name for in-memory data).
+``<name>:<index>`` name for in-memory data: the image's index in its source split when the dataset was given
+one, else its position).
 """
 
 from __future__ import annotations
@@ -50,13 +51,26 @@ class SampleDataset(Dataset):
 
 
 class ArrayDataset(Dataset):
-    """In-memory uint8 images ``(N, H, W)`` or ``(N, H, W, 3)`` (one-class benchmarks), resized to ``size``."""
+    """In-memory uint8 images ``(N, H, W)`` or ``(N, H, W, 3)`` (one-class benchmarks), resized to ``size``.
+
+    ``index``: each image's index in the split it was taken from (e.g. the MNIST test split), named in the
+    item's ``path`` so a score can be traced back to its image; without it the path holds the position.
+    """
 
     def __init__(
-        self, images: np.ndarray, labels: np.ndarray, size: int, channels: int = 3, name: str = "array"
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        size: int,
+        channels: int = 3,
+        name: str = "array",
+        index: np.ndarray | None = None,
     ):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if index is not None and len(index) != len(images):
+            raise ValueError(f"{len(images)} images but {len(index)} indices")
+        self.index = index
         self.images = images
         self.labels = labels
         self.size = size
@@ -72,5 +86,5 @@ class ArrayDataset(Dataset):
             "image": torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))),
             "mask": torch.zeros(1, self.size, self.size, dtype=torch.bool),
             "label": int(self.labels[i]),
-            "path": f"{self.name}:{i}",
+            "path": f"{self.name}:{i if self.index is None else int(self.index[i])}",
         }

@@ -147,6 +147,8 @@ class OneClassData:
     test: np.ndarray
     test_labels: np.ndarray
     test_classes: np.ndarray
+    # each evaluation image's index in the split it comes from (the test split; the training split for holdout)
+    test_index: np.ndarray
 
 
 def _train_subset(labels: np.ndarray, normal_class: int, limit: int | None, seed: int) -> np.ndarray:
@@ -213,7 +215,7 @@ def load_one_class(
             xte, yte = load_mnist_like(root, "test")
             keep = _test_subset(yte, limit_test)
             xte, yte = xte[keep], yte[keep]
-        xtr = xtr[used]
+        xtr, index = xtr[used], keep
     elif dataset == "cifar10":  # the loader selects before decoding (the JPEG copy: only what is kept)
         if root is None:
             raise DataError("cifar10: give the folder holding the batches or class folders (--data PATH)")
@@ -229,9 +231,15 @@ def load_one_class(
         xtr = x[np.searchsorted(order, picked["train"])]
         if holdout:
             at = np.searchsorted(order, picked["eval"])
-            xte, yte = x[at], y[at]
+            xte, yte, index = x[at], y[at], picked["eval"]
         else:
-            xte, yte = load_cifar10(root, "test", lambda y: _test_subset(y, limit_test))
+
+            def select_test(y: np.ndarray) -> np.ndarray:
+                picked["test"] = _test_subset(y, limit_test)
+                return picked["test"]
+
+            xte, yte = load_cifar10(root, "test", select_test)
+            index = picked["test"]
     else:
         raise DataError(f"unknown one-class dataset {dataset!r} (mnist, fashion-mnist, cifar10)")
     if holdout and not np.any(yte == normal_class):
@@ -246,4 +254,5 @@ def load_one_class(
         test=xte,
         test_labels=(yte != normal_class).astype(np.int64),
         test_classes=yte,
+        test_index=np.asarray(index, np.int64),
     )
