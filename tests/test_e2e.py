@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from conftest import FAST
 from utad.checkpoint import load_checkpoint, save_checkpoint
@@ -51,8 +52,6 @@ def test_test_command_writes_metrics(trained_run, capsys):
         for r in rows
         if abs(float(r["score"]) - alpha) > 1e-5
     )
-    from sklearn.metrics import roc_auc_score
-
     auroc = roc_auc_score([int(r["label"]) for r in rows], [float(r["score"]) for r in rows])
     assert auroc == pytest.approx(m["image_auroc"], abs=1e-4)  # the same scores the metric was computed on
 

@@ -21,7 +21,7 @@ from utad.checkpoint import load_checkpoint
 from utad.config import UtadConfig, apply_override, dump_yaml, from_dict, load_config, to_dict
 from utad.data.bundle import DataBundle, build_data
 from utad.data.images import is_image_file, load_image, load_mask
-from utad.detector import Detector, MapDetector
+from utad.detector import Detector, MapDetector, Prediction
 from utad.errors import DataError, UtadError
 from utad.evaluate import evaluate
 from utad.explain import code_analysis, explain_image, normal_index
@@ -191,7 +191,7 @@ def _test_run(
 TEST_SCORE_FIELDS = ["path", "label", "kind", "score", "anomalous", "anomalous_pixels"]
 
 
-def write_test_scores(path: Path, preds: list, labels: np.ndarray, kinds: list[str]) -> None:
+def write_test_scores(path: Path, preds: list[Prediction], labels: np.ndarray, kinds: list[str]) -> None:
     """One row per evaluated image, atomically: its path (a file, or ``<split>:<index>`` for in-memory data),
     label (1 = anomalous), kind ("good", the defect type or the foreign class), image score, whether the score
     is above alpha, and the number of pixels above alpha; ``predict``'s columns plus the ground truth."""
