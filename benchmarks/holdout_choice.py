@@ -2,9 +2,9 @@
 
 Read from one grid's results, e.g. ``benchmarks/grids/oneclass-measure.yaml``, which measures each trained
 one-class cell twice per measurement: on held-out training images (variants ``<m>-holdout``; ``utad-holdout`` is
-the run as trained) and on the test split (``<m>``; ``utad``). Per class this picks the measurement with the highest held-out image AUROC (ties: the
-run as trained) and reports its test AUROC, next to the run as trained, with the mean per dataset. The test
-split takes no part in the choice:
+the run as trained) and on the test split (``<m>``; ``utad``). Per class this picks the measurement with the
+highest held-out image AUROC (ties: the run as trained) and reports its test AUROC, next to the run as trained,
+with the mean per dataset. The test split takes no part in the choice:
 
     python benchmarks/holdout_choice.py benchmarks/results/oneclass-measure.json \
         --json benchmarks/results/oneclass-measure-choice.json

@@ -188,7 +188,18 @@ def _test_run(
     return metrics
 
 
+SCORE_FIELDS = ["path", "score", "anomalous", "anomalous_pixels"]  # scores.csv of predict
 TEST_SCORE_FIELDS = ["path", "label", "kind", "score", "anomalous", "anomalous_pixels"]
+
+
+def score_row(pred: Prediction) -> dict[str, Any]:
+    """A prediction's row of ``scores.csv`` (``SCORE_FIELDS``)."""
+    return {
+        "path": pred.path,
+        "score": f"{pred.score:.6f}",
+        "anomalous": int(pred.is_anomaly),
+        "anomalous_pixels": int(pred.mask.sum()),
+    }
 
 
 def write_test_scores(path: Path, preds: list[Prediction], labels: np.ndarray, kinds: list[str]) -> None:
@@ -200,16 +211,7 @@ def write_test_scores(path: Path, preds: list[Prediction], labels: np.ndarray, k
         writer = csv.DictWriter(f, fieldnames=TEST_SCORE_FIELDS)
         writer.writeheader()
         for pred, label, kind in zip(preds, labels, kinds, strict=True):
-            writer.writerow(
-                {
-                    "path": pred.path,
-                    "label": int(label),
-                    "kind": kind,
-                    "score": f"{pred.score:.6f}",
-                    "anomalous": int(pred.is_anomaly),
-                    "anomalous_pixels": int(pred.mask.sum()),
-                }
-            )
+            writer.writerow({**score_row(pred), "label": int(label), "kind": kind})
 
     atomic_write(path, write, mode="w")
 
@@ -317,10 +319,9 @@ def predict_images(
     out = prepare_run_dir(out, overwrite=overwrite)
     cfg = det.config
     names = _output_names(files)
-    fields = ["path", "score", "anomalous", "anomalous_pixels"]
     rows: list[dict[str, Any]] = []
     with open(out / "scores.csv", "w", newline="", encoding="utf-8") as csv_file:
-        writer = csv.DictWriter(csv_file, fieldnames=fields)
+        writer = csv.DictWriter(csv_file, fieldnames=SCORE_FIELDS)
         writer.writeheader()
         batch: list[tuple[int, np.ndarray]] = []
 
@@ -335,12 +336,7 @@ def predict_images(
                 if explain:
                     x1 = torch.from_numpy(pred.image.transpose(2, 0, 1).copy())[None]
                     explain_image(det, x1, pred.path, out / "explain" / stem, index)
-                row = {
-                    "path": pred.path,
-                    "score": f"{pred.score:.6f}",
-                    "anomalous": int(pred.is_anomaly),
-                    "anomalous_pixels": int(pred.mask.sum()),
-                }
+                row = score_row(pred)
                 writer.writerow(row)
                 rows.append(row)
             csv_file.flush()
