@@ -237,3 +237,19 @@ def test_expert_loss_adds_the_structural_term_on_x_hat_only_when_asked():
     structure = ssim_loss(out.x_hat, x).item()
     assert "ssim" not in parts and parts2["ssim"] == pytest_approx(structure) and 0 < structure < 2
     assert total.item() == pytest_approx(plain.item() + 5.0 * structure)
+
+
+def test_ie_loss_encodes_x_in_but_compares_the_impression_with_the_clean_x():
+    net = tiny_ienet()
+    x = torch.rand(4, 3, 16, 16)
+    x_in = x.clone()
+    x_in[:, :, 4:8, 4:8] = 1.0  # a "defect" the target does not have
+    torch.manual_seed(1)
+    _, parts, out = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0, lambda_ssim=2.0, x_in=x_in)
+    torch.manual_seed(1)
+    expected = net(x_in)
+    assert torch.allclose(out.m, expected.m)  # E_M saw x_in
+    assert parts["rec"] == pytest_approx((out.m - x).abs().mean().item())  # L1 against the clean x
+    torch.manual_seed(1)
+    *_, plain_out = ie_loss(net, x, lambda_kl=0.5, lambda_rec=3.0, lambda_ssim=2.0)
+    assert not torch.allclose(plain_out.m, out.m)

@@ -66,6 +66,8 @@ class IENetConfig:
     lambda_rec: float = 10.0  # lambda1, weight of |D_M(E_M(x)) - x|_1 (Eq. 6; not given in the paper)
     lambda_ssim: float = 0.0  # weight of 1 - SSIM(m, x) (beyond the paper; Bergmann et al. 2018); 0 = paper
     negative_slope: float = 0.2  # LeakyReLU slope in inception blocks
+    train_defects: float = 0.0  # probability of a drawn defect on a training input, m still compared with the
+    # clean image (beyond the paper, DRAEM-style; data/train_defects.py); 0 = paper
 
 
 @dataclass
@@ -346,6 +348,8 @@ def validate(cfg: UtadConfig, where: str = "config") -> UtadConfig:
             fail("expert.detail_stride", f"must divide data.image_size {cfg.data.image_size}")
     if cfg.ienet.lambda_ssim < 0:
         fail("ienet.lambda_ssim", "must be 0 (off) or more")
+    if not 0 <= cfg.ienet.train_defects <= 1:
+        fail("ienet.train_defects", f"must be a probability in [0, 1], got {cfg.ienet.train_defects}")
     for key in ("lambda_s_prior", "lambda_s_random", "lambda_ssim"):
         if cfg.expert.enabled and getattr(cfg.expert, key) < 0:
             fail(f"expert.{key}", "must be 0 (off) or more")

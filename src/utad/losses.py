@@ -40,6 +40,7 @@ def ie_loss(
     lambda_rec: float,
     use_info: bool = True,
     lambda_ssim: float = 0.0,
+    x_in: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], IEOutput]:
     """Eq. 6, ``L_IE = L_tM + lambda * KL + lambda1 * |D_M(E_M(x)) - x|_1``; returns (loss, parts, output).
 
@@ -48,8 +49,10 @@ def ie_loss(
     ``lambda_ssim`` > 0 adds ``lambda_ssim * (1 - SSIM(m, x))`` (beyond the paper, Bergmann et al. 2018's
     structural loss, 11 x 11 Gaussian window): SSIM's structure term is normalised by local contrast, so a faint
     shading (pill's embossed imprint) costs as much as a strong edge, where an L1 loss barely sees it.
+    ``x_in`` (beyond the paper; ``ienet.train_defects``) is what E_M sees instead of ``x``, e.g. ``x`` with drawn
+    defects; every reconstruction term still compares m with the clean ``x``.
     """
-    out = net(x)
+    out = net(x if x_in is None else x_in)
     rec = (out.m - x).abs().mean()
     kl = kl_loss(out.mu, out.logvar)
     total = lambda_kl * kl + lambda_rec * rec

@@ -24,6 +24,7 @@ from utad import runlog
 from utad.checkpoint import load_checkpoint, save_checkpoint
 from utad.config import UtadConfig, dump_yaml, from_dict, to_dict
 from utad.data.bundle import DataBundle, build_data
+from utad.data.train_defects import draw_train_defects
 from utad.detector import Detector
 from utad.errors import UtadError
 from utad.fidelity import detail_drift_warning, low_fidelity_warning, measure_fidelity, still_rising_hint
@@ -263,7 +264,8 @@ def _train(
         def ie_step(model, batch):
             x = _prep(batch["image"], t)
             ie = cfg.ienet
-            return ie_loss(model, x, ie.lambda_kl, ie.lambda_rec, ie.use_info, ie.lambda_ssim)[:2]
+            x_in = draw_train_defects(x, ie.train_defects)[0] if ie.train_defects else None
+            return ie_loss(model, x, ie.lambda_kl, ie.lambda_rec, ie.use_info, ie.lambda_ssim, x_in)[:2]
 
         def ie_loader(ep: int) -> DataLoader:
             return _loader(data.train, bs, True, cfg.seed + ep, cfg.data.num_workers, len(data.train) > bs)
