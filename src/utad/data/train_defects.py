@@ -1,21 +1,23 @@
-"""Defects drawn on IE-Net's training inputs: the impression learns to leave them out (beyond the paper).
+"""Defects drawn on IE-Net's training inputs, to teach the impression to leave defects out (beyond the paper).
 
-Not part of the paper, off in every paper preset (``ienet.train_defects`` = 0). Sec. 3.1 asks for an impression
+Not part of the paper, off in every preset (``ienet.train_defects`` = 0). Sec. 3.1 asks for an impression
 ``m`` that is anomaly-free, and the paper gets it from the bottleneck alone. On pill the bottleneck does not do
 it: a code per position keeps the normal detail (the embossed "FF", the red speckles) and with it the defects
 (a crack is drawn into m, docs/fidelity.md), while one code per image drops both. With ``ienet.train_defects = p``
 each training image is, with probability p, given a drawn defect before ``E_M`` sees it, and every
-reconstruction term (Eq. 6's L1, the structural term) still compares ``m`` with the *clean* image. IE-Net then
-learns to paint normal texture over whatever does not belong, as DRAEM's reconstructive network does (Zavrtanik
-et al., 2021), while its code per position keeps the normal detail it is shown.
+reconstruction term (Eq. 6's L1, the structural term) still compares ``m`` with the *clean* image, so that
+IE-Net learns to paint normal texture over whatever does not belong, as DRAEM's reconstructive network does
+(Zavrtanik et al., 2021), while its code per position keeps the normal detail it is shown. On pill it did not:
+the impression still copied cracks, and ``utad choose`` kept ``cpu-mvtec`` (docs/fidelity.md, "Drawn defects on
+IE-Net's training inputs").
 
 The defects here are deliberately unlike the ones ``data.evaluate_on=synthetic`` draws for ``utad choose``
 (ellipse stains, pasted rectangles, polylines; ``data/synthetic.py``): their masks are thresholded smooth noise,
 either blobs (the noise above a high quantile) or thin contour lines (the noise near its median, inside a random
 window: crack-like), filled with a random colour, with another training image of the batch (shifted), or with
 the image itself brightened, darkened or inverted, at 50-100 % opacity. A run trained with them still meets
-similar colour spots in ``utad choose``'s drawn defects, so its rule score is favoured: compare such a run with
-others on the test split, and say so.
+similar colour spots in ``utad choose``'s drawn defects, so ``utad choose`` favours it over runs trained without
+them: a choice between such runs leans its way (on pill it still preferred the run without).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ FILLS = ("colour", "other", "self")
 
 def _smooth_noise(n: int, h: int, w: int, cells: int, device, generator) -> torch.Tensor:
     """(n, 1, h, w) noise: uniform values on a ``cells`` x ``cells`` grid, bicubically upsampled."""
-    grid = torch.rand((n, 1, cells, cells), generator=generator, device=device)
+    grid = torch.rand((n, 1, cells, cells), generator=generator).to(device)  # a CPU generator, any device
     return F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
 
 
