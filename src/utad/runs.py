@@ -189,7 +189,7 @@ def _test_run(
 
 
 SCORE_FIELDS = ["path", "score", "anomalous", "anomalous_pixels"]  # scores.csv of predict
-TEST_SCORE_FIELDS = ["path", "label", "kind", "score", "anomalous", "anomalous_pixels"]
+TEST_SCORE_FIELDS = [SCORE_FIELDS[0], "label", "kind", *SCORE_FIELDS[1:]]  # test_scores.csv: plus the truth
 
 
 def score_row(pred: Prediction) -> dict[str, Any]:

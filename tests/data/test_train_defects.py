@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import TRAIN_TINY
 from utad.data.train_defects import defect_masks, draw_train_defects
 
 
@@ -61,8 +62,6 @@ def test_a_probability_outside_zero_one_is_refused(p):
 def test_training_feeds_ienet_the_drawn_inputs_and_only_when_asked(tmp_path, monkeypatch):
     """A tiny demo run: with ``ienet.train_defects=1`` every IE-Net step draws defects at p = 1 and the loss
     gets them as ``x_in`` beside the clean batch; at 0 (the paper) nothing is drawn."""
-    from tests.conftest import FAST
-
     import utad.train as train_mod
     from utad.cli import main
 
@@ -80,7 +79,7 @@ def test_training_feeds_ienet_the_drawn_inputs_and_only_when_asked(tmp_path, mon
 
     monkeypatch.setattr(train_mod, "draw_train_defects", draw)
     monkeypatch.setattr(train_mod, "ie_loss", loss)
-    argv = ["train", "--source", "demo", "--epochs", "1", "--seed", "0", "--quiet", *FAST]
+    argv = [*TRAIN_TINY, "--epochs", "1"]  # the last --epochs counts
     assert main([*argv, "--out", str(tmp_path / "on"), "--set", "ienet.train_defects=1"]) == 0
     draws = [p for p, _ in calls if p >= 0]
     differs = [d for p, d in calls if p < 0]
